@@ -1,0 +1,1 @@
+"""Benchmarks; committed results live in ``bench/results/<gpu>/``."""
