@@ -1,0 +1,89 @@
+"""``deltainv numerics``: the real CLI end to end, and the finding checks' ability to fail."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deltainv.eval import numerics as nm
+from deltainv.kernels import METHODS
+from deltainv.kernels.inputs import INPUTS
+
+DELTAINV = str(Path(sys.executable).with_name("deltainv"))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("numerics")
+    proc = subprocess.run(
+        [DELTAINV, "numerics", "--quick", "--json", str(out / "n.json"), "--plot", str(out / "n.png"),
+         "--markdown", str(out / "n.md")],
+        capture_output=True, text=True, timeout=600, cwd=out,
+    )
+    return proc, out
+
+
+def test_quick_run_prints_table_and_passes_every_finding(quick_run):
+    proc, out = quick_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for kind in INPUTS:
+        assert f"== {kind}:" in proc.stdout
+    for m in METHODS:
+        assert f"\n{m} " in proc.stdout
+    assert "[FAIL]" not in proc.stdout and proc.stdout.count("[PASS]") >= 6
+    assert "[numerics  44/" in proc.stderr or "[numerics " in proc.stderr, "progress goes to stderr"
+
+    report = json.loads((out / "n.json").read_text())
+    assert report["config"]["n"] == 32
+    assert all(f["holds"] for f in report["findings"]), report["findings"]
+    n_cells = sum(len(s.precisions) for s in METHODS.values()) * len(INPUTS) * 4
+    assert len(report["rows"]) == n_cells
+    row = report["rows"][0]
+    assert {"rel_fro", "rel_fro_median", "max_abs", "residual", "nonfinite", "count"} <= set(row)
+    # Non-finite results are reported, never hidden: product in fp16 at C >= 32 on all-ones.
+    prod = [r for r in report["rows"] if r["method"] == "product" and r["precision"] == "fp16"
+            and r["input"] == "all_ones" and r["C"] >= 32]
+    assert prod and all(r["nonfinite"] > 0 and r["rel_fro"] is None for r in prod)
+
+    png = (out / "n.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    md = (out / "n.md").read_text()
+    assert "## Findings" in md and "| substitution | fp32 |" in md
+
+
+def test_findings_fail_when_the_evidence_is_missing():
+    config = nm.NumericsConfig(methods=("substitution", "product", "mxr", "mxr_refine"), precisions=("fp32", "fp16"),
+                               sizes=(16, 64), inputs=("gdn", "all_ones", "repeated_tokens"), n=4)
+    report = nm.run(config, progress=None)
+    assert all(f["holds"] for f in report.findings), report.findings
+    # Pretend the product form were accurate: the instability findings must then fail.
+    doctored = copy.deepcopy(report)
+    for r in doctored.rows:
+        if r["method"] == "product":
+            r.update(rel_fro=1e-8, nonfinite=0)
+    verdict = {f["claim"]: f["holds"] for f in nm.check_findings(doctored)}
+    assert verdict["product fails at C >= 64 in fp32"] is False
+    assert verdict["product goes non-finite in fp16 beyond C = 16 (finite at 16 when beta <= 1)"] is False
+    # A stable method going non-finite on a GDN input must fail the finiteness finding.
+    for r in doctored.rows:
+        if r["method"] == "mxr" and r["input"] == "gdn":
+            r["nonfinite"] = 3
+    verdict = {f["claim"]: f["holds"] for f in nm.check_findings(doctored)}
+    assert verdict["no method except product goes non-finite on GDN/KDA/DPLR inputs (beta <= 1)"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "cholesky"], "unknown value(s) ['cholesky']"),
+        (["--sizes", "48"], "unknown value(s) [48]"),
+        (["-n", "0"], "-n must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args, message):
+    proc = subprocess.run([DELTAINV, "numerics", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
