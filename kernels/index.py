@@ -12,6 +12,8 @@ Layout conventions (identical to fla / vLLM / SGLang):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 _INT_DTYPES = (torch.int32, torch.int64)
@@ -94,3 +96,53 @@ def chunk_spans(
     starts = cu[seq] + chunk * chunk_size
     ends = torch.minimum(starts + chunk_size, cu[seq + 1])
     return starts, ends
+
+
+@dataclass(frozen=True)
+class ChunkTable:
+    """Where every chunk of an engine-layout batch lives, as flat token indices into ``B * T``.
+
+    Attributes:
+        rows: ``[NT, BT]`` int64, the flat token index of each row of each chunk (rows past a
+            partial chunk's end are clamped to a valid index; mask them with ``valid``).
+        valid: ``[NT, BT]`` bool, whether that row is a real token.
+        seq: ``[NT]`` int64, the sequence each chunk belongs to (``b`` for fixed-length batches).
+        chunk: ``[NT]`` int64, the chunk's position within its sequence.
+        num_seqs: number of sequences (``B``, or ``N`` for varlen).
+        max_chunks: largest number of chunks of any sequence.
+    """
+
+    rows: torch.Tensor
+    valid: torch.Tensor
+    seq: torch.Tensor
+    chunk: torch.Tensor
+    num_seqs: int
+    max_chunks: int
+
+
+def chunk_table(
+    B: int,
+    T: int,
+    chunk_size: int,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_indices: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> ChunkTable:
+    """Build the :class:`ChunkTable` of a ``[B, T, ...]`` batch (packed varlen when ``cu_seqlens``)."""
+    if cu_seqlens is None:
+        if chunk_indices is not None:
+            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
+        cu = torch.arange(B + 1, dtype=torch.int64) * T
+    else:
+        check_cu_seqlens(cu_seqlens, T, B)
+        cu = cu_seqlens.to("cpu", torch.int64)
+    starts, ends = chunk_spans(cu, chunk_size, None if cu_seqlens is None else chunk_indices)
+    table = prepare_chunk_indices(cu, chunk_size).to(torch.int64)
+    offs = torch.arange(chunk_size)
+    rows = starts[:, None] + offs
+    valid = rows < ends[:, None]
+    rows = torch.where(valid, rows, starts[:, None]).clamp(max=max(B * T - 1, 0))
+    num_seqs = len(cu) - 1
+    max_chunks = int(table[:, 1].max()) + 1 if table.numel() else 0
+    return ChunkTable(rows.to(device), valid.to(device), table[:, 0].to(device), table[:, 1].to(device),
+                      num_seqs, max_chunks)

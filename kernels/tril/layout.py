@@ -8,9 +8,8 @@ last chunk of a sequence may be partial. This is the contract of fla's and vLLM'
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..index import check_cu_seqlens, chunk_spans
+from ..index import chunk_table
 from .invert import check_chunk_size, check_dtype, invert, resolve_backend
 
 
@@ -73,24 +72,11 @@ def solve_tril(
             check_finite=check_finite, **options,
         )
 
-    if cu_seqlens is None:
-        if chunk_indices is not None:
-            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
-        NT = -(-T // BT)
-        padded = F.pad(A, (0, 0, 0, 0, 0, NT * BT - T))
-        chunks = padded.reshape(B, NT, BT, H, BT).permute(0, 1, 3, 2, 4)
-        X = _inv(chunks)
-        return X.permute(0, 1, 3, 2, 4).reshape(B, NT * BT, H, BT)[:, :T].contiguous()
-
-    check_cu_seqlens(cu_seqlens, T, B)
-    starts, ends = chunk_spans(cu_seqlens.to(A.device), BT, chunk_indices)
-    out = torch.zeros(1, T, H, BT, dtype=out_dtype, device=A.device)
-    if starts.numel() == 0:
-        return out
-    rows = starts[:, None] + torch.arange(BT, device=A.device)
-    valid = rows < ends[:, None]
-    gathered = A[0, rows.clamp(max=max(T - 1, 0))]  # [NT, BT, H, BT]
-    gathered = torch.where(valid[:, :, None, None], gathered, torch.zeros((), dtype=A.dtype, device=A.device))
-    X = _inv(gathered.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-    out[0, rows[valid]] = X[valid]
-    return out
+    table = chunk_table(B, T, BT, cu_seqlens, chunk_indices, A.device)
+    out = torch.zeros(B * T, H, BT, dtype=out_dtype, device=A.device)
+    if table.rows.numel():
+        chunks = A.reshape(B * T, H, BT)[table.rows]  # [NT, BT, H, BT]
+        chunks = torch.where(table.valid[:, :, None, None], chunks, torch.zeros((), dtype=A.dtype, device=A.device))
+        X = _inv(chunks.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
+        out[table.rows[table.valid]] = X[table.valid]
+    return out.reshape(B, T, H, BT)
