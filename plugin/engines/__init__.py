@@ -1,0 +1,69 @@
+"""Engine glue: one module per engine, each ``build(settings, original, target) -> Built``.
+
+Glue holds no math. It picks the drop-in factory from :mod:`deltainv.kernels.dropin` that has the
+target's exact contract, says which calls the drop-in does not support (they go to the engine's
+own function), which tensor the guard checks, and, for "route" targets, how the engine's backend
+choice is steered to the path that carries deltainv's kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from deltainv.kernels.registry import CHUNK_SIZES
+
+from ..core import Built
+from ..log import logger
+from ..settings import Settings
+from ..targets import module_exists
+
+_TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton")
+
+
+def triton_kernels_built() -> bool:
+    """Whether this deltainv build ships its Triton kernels (judged from files; imports nothing)."""
+    return all(module_exists(m) for m in _TRITON_MODULES)
+
+
+def inversion_backend(settings: Settings) -> str:
+    """The backend the inversion drop-ins get: ``auto``/``triton`` need deltainv's Triton kernels."""
+    if settings.backend == "torch" or triton_kernels_built():
+        return settings.backend
+    logger.debug(f"DELTAINV_BACKEND={settings.backend}: deltainv's Triton kernels are not in this build; "
+                 "the inversion runs on the PyTorch backend on every device")
+    return "torch"
+
+
+def kernel(
+    factory: Callable[..., Callable[..., Any]],
+    settings: Settings,
+    *,
+    pick: Callable[[Any], Any],
+    accepts: Callable[..., str | None] | None = None,
+    preserve: Callable[..., Callable[[], None]] | None = None,
+    **factory_kwargs: Any,
+) -> Built:
+    """A kernel target's :class:`Built`: the drop-in with the user's method and the guard's stable one."""
+    fast = factory(settings.method, settings.precision, **factory_kwargs, **settings.method_options)
+    stable = factory(settings.guard_method, "fp32", **factory_kwargs)
+    info = {k: v for k, v in getattr(fast, "deltainv", {}).items()}
+    return Built(fast=fast, stable=stable, pick=pick, accepts=accepts, preserve=preserve, info=info)
+
+
+def chunk_size_reason(chunk_size: int) -> str | None:
+    if chunk_size not in CHUNK_SIZES:
+        return f"chunk size {chunk_size} is not supported by deltainv (it supports {', '.join(map(str, CHUNK_SIZES))})"
+    return None
+
+
+def first(out: Any) -> Any:
+    return out[0]
+
+
+def last(out: Any) -> Any:
+    return out[-1]
+
+
+def itself(out: Any) -> Any:
+    return out
