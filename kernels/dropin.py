@@ -71,7 +71,7 @@ def gdn_fwd_intra(
     *,
     gate_log2: bool,
     backend: str = "auto",
-    inverse_dtype: torch.dtype | None = None,
+    wu_precision: str | None = None,
     **options: Any,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``chunk_gated_delta_rule_fwd_intra(k, v, g=None, beta=None, cu_seqlens=None, chunk_size=64, chunk_indices=None)``.
@@ -91,10 +91,11 @@ def gdn_fwd_intra(
             if resolve_backend(backend, k.device) == "triton":
                 from .gdn.triton import chunk_gated_delta_rule_fwd_intra as impl  # noqa: F811
         return impl(k, v, g, beta, cu_seqlens, chunk_size, chunk_indices, gate_log2=gate_log2, method=name,
-                    precision=precision, inverse_dtype=inverse_dtype, **opts)
+                    precision=precision, wu_precision=wu_precision, **opts)
 
     chunk_gated_delta_rule_fwd_intra.deltainv = {
-        "method": name, "precision": precision, "backend": backend, "gate_log2": gate_log2, **opts,
+        "method": name, "precision": precision, "backend": backend, "gate_log2": gate_log2,
+        "wu_precision": wu_precision, **opts,
     }
     return chunk_gated_delta_rule_fwd_intra
 

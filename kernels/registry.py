@@ -72,6 +72,7 @@ class Method:
 
 
 _TORCH = "deltainv.kernels.tril.pytorch"
+_TRITON = "deltainv.kernels.tril.triton"
 
 _METHODS = (
     Method(
@@ -79,7 +80,7 @@ _METHODS = (
         summary="forward substitution on 16x16 diagonal blocks, then block merges (fla's solve_tril)",
         stable=True,
         precisions=PRECISIONS,
-        impls={"torch": f"{_TORCH}:substitution"},
+        impls={"torch": f"{_TORCH}:substitution", "triton": f"{_TRITON}:substitution"},
     ),
     Method(
         name="blocked",
@@ -100,15 +101,16 @@ _METHODS = (
         summary="product form inside 16x16 diagonal blocks, then block doubling 16->C (the paper's MXR)",
         stable=True,
         precisions=PRECISIONS,
-        impls={"torch": f"{_TORCH}:mxr"},
+        impls={"torch": f"{_TORCH}:mxr", "triton": f"{_TRITON}:mxr"},
+        options={"base_precision": None},
     ),
     Method(
         name="mxr_refine",
         summary="MXR plus one Newton-Schulz step X <- X(2I - (I+A)X)",
         stable=True,
         precisions=PRECISIONS,
-        impls={"torch": f"{_TORCH}:mxr_refine"},
-        options={"refine_precision": None},
+        impls={"torch": f"{_TORCH}:mxr_refine", "triton": f"{_TRITON}:mxr_refine"},
+        options={"refine_precision": None, "base_precision": None},
     ),
     Method(
         name="newton_schulz",

@@ -16,8 +16,10 @@ enters the chunk::
     O   = scale * [ (Q * exp(G)) S + (Q K^T * exp(G_i - G_j), i >= j) V' ]
     S  <- exp(G_last) S + (K * exp(G_last - G))^T V'
 
-Everything is computed in fp32. ``inverse_dtype`` optionally rounds ``T`` before it is used (fla and
-the engines store it in bf16), to measure what that rounding costs.
+Element-wise work is fp32. ``wu_precision`` (the project's precision vocabulary) rounds the
+operands of the ``W``/``U`` products: the engines store ``T`` in bf16 and multiply bf16 operands,
+which is ``wu_precision="bf16"``; deltainv keeps ``T`` in fp32 and defaults to ``tf32x3``, because
+that rounding dominates the output error (README "Numerics").
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from __future__ import annotations
 import torch
 
 from ..index import ChunkTable, chunk_table
+from ..precision import check_precision, matmul
 from ..tril.invert import invert
+
+#: Default precision of the W/U products (see the module docstring).
+DEFAULT_WU_PRECISION = "tf32x3"
 
 
 def _check_gdn_inputs(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None) -> tuple[int, int]:
@@ -95,14 +101,13 @@ def _chunk_inputs(k, v, beta, table: ChunkTable, H: int, HV: int):
             _heads_first(_gather(beta, table)))
 
 
-def _intra(kc, vc, bc, Gc, gate_log2: bool, method, precision, inverse_dtype, **options):
+def _intra(kc, vc, bc, Gc, gate_log2: bool, method, precision, wu_precision, **options):
     """Per-chunk inverse, W and U from chunked inputs (``Gc``: in-chunk cumulative gate ``[NT, HV, BT]``)."""
+    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
     A = bc[..., :, None] * (kc @ kc.mT) * _decay(Gc, gate_log2, strict=True)
     Ai = invert(A, method, precision, check_finite=False, **options)
-    if inverse_dtype is not None:
-        Ai = Ai.to(inverse_dtype).float()
-    w = Ai @ (kc * (bc * _exp(Gc, gate_log2))[..., None])
-    u = Ai @ (vc * bc[..., None])
+    w = matmul(Ai, kc * (bc * _exp(Gc, gate_log2))[..., None], wu_precision)
+    u = matmul(Ai, vc * bc[..., None], wu_precision)
     return Ai, w, u
 
 
@@ -143,7 +148,7 @@ def chunk_gated_delta_rule_fwd_intra(
     gate_log2: bool = False,
     method: str | None = None,
     precision: str | None = None,
-    inverse_dtype: torch.dtype | None = None,
+    wu_precision: str | None = None,
     **options,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """kkt -> inverse -> W/U for every chunk: the engines' ``chunk_gated_delta_rule_fwd_intra`` contract.
@@ -152,6 +157,7 @@ def chunk_gated_delta_rule_fwd_intra(
         k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``. beta: ``[B, T, HV]``.
         g: ``[B, T, HV]`` in-chunk *cumulative* gate (already ``chunk_local_cumsum``-ed), or None.
         gate_log2: ``g`` is in base-2 units (fla 0.6.0) rather than natural log (vLLM, SGLang).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``; ``bf16`` is fla's).
 
     Returns:
         ``(w, u, A)``: ``w`` ``[B, T, HV, K]`` in ``k.dtype``, ``u`` ``[B, T, HV, V]`` in ``v.dtype``,
@@ -164,7 +170,7 @@ def chunk_gated_delta_rule_fwd_intra(
     table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
     kc, vc, bc = _chunk_inputs(k, v, beta, table, H, HV)
     Gc = _heads_first(_gather(g, table)) if g is not None else torch.zeros_like(bc)
-    Ai, w, u = _intra(kc, vc, bc, Gc, gate_log2, method, precision, inverse_dtype, **options)
+    Ai, w, u = _intra(kc, vc, bc, Gc, gate_log2, method, precision, wu_precision, **options)
     return (
         _scatter(w.movedim(1, 2), table, B, T, k.dtype),
         _scatter(u.movedim(1, 2), table, B, T, v.dtype),
@@ -194,7 +200,7 @@ def chunk_gated_delta_rule(
     gate_log2: bool = False,
     method: str | None = None,
     precision: str | None = None,
-    inverse_dtype: torch.dtype | None = None,
+    wu_precision: str | None = None,
     **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The whole chunked GDN forward (prefill).
@@ -207,6 +213,7 @@ def chunk_gated_delta_rule(
         output_final_state: also return the state after each sequence, ``[N, HV, K, V]`` fp32.
         chunk_size: 16, 32, 64 or 128.
         method, precision, options: the inversion (see :func:`deltainv.kernels.invert`).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``).
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
@@ -224,7 +231,7 @@ def chunk_gated_delta_rule(
     kc, vc, bc = _chunk_inputs(k, v, beta, table, H, HV)
     # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G.
     Gc = torch.cumsum(_heads_first(_gather(g, table)), dim=-1) if g is not None else torch.zeros_like(bc)
-    _, w, u = _intra(kc, vc, bc, Gc, gate_log2, method, precision, inverse_dtype, **options)
+    _, w, u = _intra(kc, vc, bc, Gc, gate_log2, method, precision, wu_precision, **options)
     qc = _heads_first(_gather(q, table), HV // H)             # [NT, HV, BT, K]
     qk = (qc @ kc.mT) * _decay(Gc, gate_log2, strict=False)   # [NT, HV, BT, BT]
     q_decay = qc * _exp(Gc, gate_log2)[..., None]

@@ -133,10 +133,15 @@ def product(L: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     return product_form(L, precision)
 
 
-def mxr(L: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
-    """The paper's MXR: product form inside the 16x16 diagonal blocks, then doubling 16 -> C."""
+def mxr(L: torch.Tensor, precision: str = "fp32", base_precision: str | None = None) -> torch.Tensor:
+    """The paper's MXR: product form inside the 16x16 diagonal blocks, then doubling 16 -> C.
+
+    ``base_precision`` (default ``precision``) is the precision of the 16x16 product form alone.
+    Its powers reach C(15,7) * max|L|^15 before they cancel, so it needs more operand bits than
+    the doubling merges, whose operands are bounded sub-blocks of the inverse.
+    """
     b = min(BASE_BLOCK, L.shape[-1])
-    D = product_form(diag_blocks(L, b), precision)
+    D = product_form(diag_blocks(L, b), base_precision or precision)
     return block_doubling(L, D, precision)
 
 
@@ -150,13 +155,18 @@ def newton_schulz_step(L: torch.Tensor, X: torch.Tensor, precision: str) -> torc
     return X + matmul(X, R, precision)
 
 
-def mxr_refine(L: torch.Tensor, precision: str = "fp32", refine_precision: str | None = None) -> torch.Tensor:
+def mxr_refine(
+    L: torch.Tensor,
+    precision: str = "fp32",
+    refine_precision: str | None = None,
+    base_precision: str | None = None,
+) -> torch.Tensor:
     """MXR followed by one Newton-Schulz step (2 more products); squares the residual.
 
-    ``refine_precision`` defaults to ``precision``; a cheap ``tf32`` MXR refined in ``tf32x3``
-    is the typical GPU pairing.
+    ``refine_precision`` and ``base_precision`` (the 16x16 product form, see :func:`mxr`) default
+    to ``precision``.
     """
-    X = mxr(L, precision)
+    X = mxr(L, precision, base_precision)
     return newton_schulz_step(L, X, refine_precision or precision)
 
 

@@ -97,7 +97,8 @@ def test_product_form_fails_at_64_and_128_in_fp32(seed):
             A, ref = _case(kind, C, 32, seed)
             assert error_stats(A, invert(A, "product", "fp32"), ref).rel_fro >= 1e-3, (kind, C)
         A, ref = _case(kind, 16, 32, seed)
-        assert error_stats(A, invert(A, "product", "fp32"), ref).rel_fro <= 1e-5, (kind, 16)
+        # at 16 the product form is MXR's diagonal block: the same constant, the same bound
+        assert error_stats(A, invert(A, "product", "fp32"), ref).rel_fro <= 5e-5, (kind, 16)
 
 
 def test_product_form_goes_non_finite_in_fp16_beyond_16(seed):
