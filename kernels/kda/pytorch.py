@@ -19,15 +19,17 @@ state entering the chunk::
 
 The pairwise per-channel decays are built from a ``[BT, BT, K]`` exponent, masked before ``exp``
 (never the overflow-prone ``exp(G_i) exp(-G_j)`` factorisation), a few chunks at a time. Everything
-is computed in fp32.
+is computed in fp32; ``wu_precision`` rounds the operands of the W/U products exactly as in
+:mod:`deltainv.kernels.gdn.pytorch`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..gdn.pytorch import _gather, _heads_first, _scatter, l2norm
+from ..gdn.pytorch import DEFAULT_WU_PRECISION, _gather, _heads_first, _scatter, l2norm
 from ..index import chunk_table
+from ..precision import check_precision, matmul
 from ..tril.invert import invert
 
 #: Elements of one ``[chunks, heads, BT, BT, K]`` decay slab (bounds the memory of the pairwise decays).
@@ -89,7 +91,7 @@ def chunk_kda(
     gate_log2: bool = False,
     method: str | None = None,
     precision: str | None = None,
-    inverse_dtype: torch.dtype | None = None,
+    wu_precision: str | None = None,
     **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The whole chunked KDA forward (prefill).
@@ -103,7 +105,8 @@ def chunk_kda(
         chunk_size: 16, 32, 64 or 128.
         use_qk_l2norm: L2-normalise q and k (eps 1e-6) first.
         method, precision, options: the inversion (see :func:`deltainv.kernels.invert`).
-        inverse_dtype: optionally round the inverse to this dtype before it is used.
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``, as
+            :mod:`deltainv.kernels.gdn.pytorch`).
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
@@ -126,10 +129,9 @@ def chunk_kda(
 
     A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
     Ai = invert(A, method, precision, check_finite=False, **options)
-    if inverse_dtype is not None:
-        Ai = Ai.to(inverse_dtype).float()
-    w = Ai @ (kc * bc[..., None] * _exp(Gc, gate_log2))
-    u = Ai @ (vc * bc[..., None])
+    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    w = matmul(Ai, kc * bc[..., None] * _exp(Gc, gate_log2), wu_precision)
+    u = matmul(Ai, vc * bc[..., None], wu_precision)
     qk = _pairwise(qc, kc, Gc, gate_log2, strict=False)
     q_decay = qc * _exp(Gc, gate_log2)
     G_last = Gc[..., -1:, :]                                  # [NT, HV, 1, K]

@@ -30,8 +30,12 @@ def venv_python(name: str) -> Path:
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    """The current environment without any DELTAINV_* variable, plus ``overrides``; offline."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAINV_")}
+    """The current environment without DELTAINV_* and TRITON_INTERPRET, plus ``overrides``; offline.
+
+    ``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` for the test process on machines without a
+    GPU; engines started by these tests get the plain environment a user would have.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAINV_") and k != "TRITON_INTERPRET"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.update(overrides)
     return env
