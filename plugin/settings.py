@@ -206,6 +206,11 @@ class Settings:
             raise SettingsError(f"DELTAINV_PRECISION={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
         if self.backend not in ("auto", *BACKENDS):
             raise SettingsError(f"DELTAINV_BACKEND={self.backend!r} is not valid; choose one of: auto, {', '.join(BACKENDS)}")
+        for method in (self.method, self.guard_method):
+            if method is not None and self.backend not in ("auto", *get_method(method).impls):
+                have = [n for n, m in METHODS.items() if self.backend in m.impls]
+                raise SettingsError(f"DELTAINV_BACKEND={self.backend}: method {method!r} has no {self.backend} "
+                                    f"implementation (methods with one: {', '.join(have)})")
         if not get_method(self.guard_method).stable:
             raise SettingsError(f"DELTAINV_GUARD_METHOD={self.guard_method!r} is not a stable method")
         unknown = sorted(set(self.targets) - set(TARGET_GROUPS))

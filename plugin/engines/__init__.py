@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from deltainv.kernels.registry import CHUNK_SIZES
+from deltainv.kernels.registry import CHUNK_SIZES, get_method
 
 from ..core import Built
 from ..log import logger
@@ -26,13 +26,20 @@ def triton_kernels_built() -> bool:
     return all(module_exists(m) for m in _TRITON_MODULES)
 
 
-def inversion_backend(settings: Settings) -> str:
-    """The backend the inversion drop-ins get: ``auto``/``triton`` need deltainv's Triton kernels."""
-    if settings.backend == "torch" or triton_kernels_built():
-        return settings.backend
-    logger.debug(f"DELTAINV_BACKEND={settings.backend}: deltainv's Triton kernels are not in this build; "
-                 "the inversion runs on the PyTorch backend on every device")
-    return "torch"
+def inversion_backend(settings: Settings, method: str) -> str:
+    """The backend an inversion drop-in gets for ``method``.
+
+    ``auto`` resolves to Triton on CUDA inside the drop-in; deltainv hands it ``torch`` instead
+    when this build has no Triton kernels or ``method`` has none (``product``, ``blocked``, ...), so
+    such a method still runs on a GPU, in PyTorch. (``DELTAINV_BACKEND=triton`` with such a method is
+    rejected when the settings are parsed.)
+    """
+    if settings.backend == "torch":
+        return "torch"
+    if not triton_kernels_built() or "triton" not in get_method(method).impls:
+        logger.debug(f"{method}: no Triton kernel in this build; the inversion runs on the PyTorch backend")
+        return "torch"
+    return settings.backend
 
 
 def kernel(
@@ -42,11 +49,20 @@ def kernel(
     pick: Callable[[Any], Any],
     accepts: Callable[..., str | None] | None = None,
     preserve: Callable[..., Callable[[], None]] | None = None,
+    with_backend: bool = False,
     **factory_kwargs: Any,
 ) -> Built:
-    """A kernel target's :class:`Built`: the drop-in with the user's method and the guard's stable one."""
-    fast = factory(settings.method, settings.precision, **factory_kwargs, **settings.method_options)
-    stable = factory(settings.guard_method, "fp32", **factory_kwargs)
+    """A kernel target's :class:`Built`: the drop-in with the user's method and the guard's stable one.
+
+    ``with_backend``: the factory takes ``backend=`` (the inversion drop-ins); it gets
+    :func:`inversion_backend` for each of the two methods.
+    """
+    def backend(method: str) -> dict[str, str]:
+        return {"backend": inversion_backend(settings, method)} if with_backend else {}
+
+    fast = factory(settings.method, settings.precision, **backend(settings.method), **factory_kwargs,
+                   **settings.method_options)
+    stable = factory(settings.guard_method, "fp32", **backend(settings.guard_method), **factory_kwargs)
     info = {k: v for k, v in getattr(fast, "deltainv", {}).items()}
     return Built(fast=fast, stable=stable, pick=pick, accepts=accepts, preserve=preserve, info=info)
 

@@ -6,7 +6,7 @@ import torch
 
 from deltainv.kernels import dropin
 
-from . import chunk_size_reason, inversion_backend, itself, kernel, last
+from . import chunk_size_reason, itself, kernel, last
 
 
 def _solve_tril_accepts(A, cu_seqlens=None, chunk_indices=None, output_dtype=torch.float):
@@ -24,10 +24,8 @@ def _intra_accepts(k, v, g=None, beta=None, cu_seqlens=None, chunk_size=64, chun
 
 
 def solve_tril(settings, original, target):
-    return kernel(dropin.solve_tril, settings, pick=itself, accepts=_solve_tril_accepts,
-                  backend=inversion_backend(settings))
+    return kernel(dropin.solve_tril, settings, pick=itself, accepts=_solve_tril_accepts, with_backend=True)
 
 
 def gdn_intra(settings, original, target):
-    return kernel(dropin.fla_gdn_fwd_intra, settings, pick=last, accepts=_intra_accepts,
-                  backend=inversion_backend(settings))
+    return kernel(dropin.fla_gdn_fwd_intra, settings, pick=last, accepts=_intra_accepts, with_backend=True)

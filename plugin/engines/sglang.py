@@ -5,13 +5,12 @@ from __future__ import annotations
 from deltainv.kernels import dropin
 
 from ..log import info_once, warning_once
-from . import inversion_backend, kernel, last
+from . import kernel, last
 from .fla import _intra_accepts
 
 
 def gdn_intra(settings, original, target):
-    return kernel(dropin.sglang_gdn_fwd_intra, settings, pick=last, accepts=_intra_accepts,
-                  backend=inversion_backend(settings))
+    return kernel(dropin.sglang_gdn_fwd_intra, settings, pick=last, accepts=_intra_accepts, with_backend=True)
 
 
 def prefill_default(settings, original, target):

@@ -7,13 +7,12 @@ from deltainv.kernels import dropin
 
 from ..core import Built
 from ..log import info_once, warning_once
-from . import first, inversion_backend, itself, kernel
+from . import first, itself, kernel
 from .fla import _solve_tril_accepts
 
 
 def solve_tril(settings, original, target):
-    return kernel(dropin.solve_tril, settings, pick=itself, accepts=_solve_tril_accepts,
-                  backend=inversion_backend(settings))
+    return kernel(dropin.solve_tril, settings, pick=itself, accepts=_solve_tril_accepts, with_backend=True)
 
 
 def prefill_backend(settings, original, target):
