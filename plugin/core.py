@@ -167,22 +167,6 @@ def _patch(target: Target, module: types.ModuleType) -> None:
         logger.debug(f"patched {key} ({target.role}); rebound copies: {rebound or 'none'}")
 
 
-def _engine_ok(target: Target, settings: Settings) -> bool:
-    """Version check for the target's engine (metadata only). False: do not patch this target."""
-    found = installed_version(target.dists)
-    if found is None:
-        _state.skipped[target.key] = "engine not installed"
-        return False
-    dist, version = found
-    _state.engines.setdefault(target.group, {"dist": dist, "version": version})
-    if not version_supported(version, target.versions):
-        _state.skipped[target.key] = f"{dist} {version} not in {format_range(target.versions)}"
-        _problem(target.slot, f"{dist} {version} is not a version deltainv knows for {target.key} "
-                 f"(supported {format_range(target.versions)})", settings)
-        return False
-    return True
-
-
 def install(settings: Settings | None = None) -> dict[str, Any]:
     """Activate deltainv's engine hooks in this process; idempotent. Returns :func:`status`.
 
@@ -207,21 +191,38 @@ def install(settings: Settings | None = None) -> dict[str, Any]:
         for target in TARGETS:
             if target.group in settings.targets:
                 by_slot.setdefault(target.slot, []).append(target)
+        unknown: dict[str, list[Target]] = {}   # "dist version" -> targets outside their tested range
+        missing: dict[str, list[str]] = {}      # "dist version" -> slots with no module on disk
         for slot, targets in by_slot.items():
-            usable = [t for t in targets if _engine_ok(t, settings)]
-            if not usable:
-                continue
+            usable = []
+            for target in targets:
+                found = installed_version(target.dists)
+                if found is None:
+                    _state.skipped[target.key] = "engine not installed"
+                    continue
+                dist, version = found
+                _state.engines.setdefault(target.group, {"dist": dist, "version": version})
+                if not version_supported(version, target.versions):
+                    _state.skipped[target.key] = f"{dist} {version} not in {format_range(target.versions)}"
+                    unknown.setdefault(f"{dist} {version}", []).append(target)
+                    continue
+                usable.append(target)
             present = [t for t in usable if module_exists(t.module)]
-            if not present:
+            if usable and not present:
                 for t in usable:
                     _state.skipped[t.key] = "module missing"
-                _problem(slot, f"no module of {slot} exists in {usable[0].dists[0]} "
-                         f"{_state.engines[usable[0].group]['version']} (looked for "
-                         f"{', '.join(t.module for t in usable)})", settings)
-                continue
+                engine = _state.engines[usable[0].group]
+                missing.setdefault(f"{engine['dist']} {engine['version']}", []).append(
+                    f"{slot} ({' or '.join(t.module for t in usable)})")
             for target in present:
                 _state.waiting[target.key] = target
                 hooks.when_imported(target.module, functools.partial(_patch, target))
+        for engine, targets in unknown.items():
+            ranges = sorted({format_range(t.versions) for t in targets})
+            _problem(f"version:{engine}", f"{engine} is not a version deltainv knows (supported {', '.join(ranges)}) "
+                     f"for {', '.join(t.key for t in targets)}", settings)
+        for engine, slots in missing.items():
+            _problem(f"missing:{engine}", f"{engine} lacks the target module(s) of: {'; '.join(slots)}", settings)
         waiting: dict[str, int] = {}
         for target in _state.waiting.values():
             engine = _state.engines[target.group]

@@ -8,6 +8,7 @@ choice is steered to the path that carries deltainv's kernel.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -16,14 +17,17 @@ from deltainv.kernels.registry import CHUNK_SIZES, get_method
 from ..core import Built
 from ..log import logger
 from ..settings import Settings
-from ..targets import module_exists
 
 _TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton")
 
 
 def triton_kernels_built() -> bool:
-    """Whether this deltainv build ships its Triton kernels (judged from files; imports nothing)."""
-    return all(module_exists(m) for m in _TRITON_MODULES)
+    """Whether this deltainv build ships its Triton kernels (finds the modules; imports only their
+    parent packages, which are deltainv's own and import no Triton)."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in _TRITON_MODULES)
+    except ImportError:
+        return False
 
 
 def inversion_backend(settings: Settings, method: str) -> str:
