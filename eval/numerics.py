@@ -35,6 +35,8 @@ class NumericsConfig:
     inputs: tuple[str, ...] = tuple(INPUTS)
     n: int = 256
     seed: int = 0
+    #: Method options (e.g. ``base_precision=tf32x3``), given to the methods that take them.
+    options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def quick(cls, **kw: Any) -> NumericsConfig:
@@ -90,7 +92,8 @@ def run(config: NumericsConfig, progress: IO[str] | None = sys.stderr) -> Report
             for precision in config.precisions:
                 if precision not in method.precisions:
                     continue
-                X = invert(A, name, precision)
+                opts = {k: v for k, v in config.options if k in method.options}
+                X = invert(A, name, precision, **opts)
                 stats = error_stats(A, X, ref)
                 report.rows.append({
                     "method": name, "precision": precision, "input": kind, "family": spec.family,

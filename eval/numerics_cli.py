@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", help=f"comma list of C (default {','.join(map(str, CHUNK_SIZES))})")
     p.add_argument("--inputs", help=f"comma list (default all: {','.join(INPUTS)})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option for the methods that take it, e.g. base_precision=tf32x3 (repeatable)")
     p.add_argument("--no-check", action="store_true", help="exit 0 even if a finding does not hold")
     p.set_defaults(func=run)
 
@@ -49,6 +51,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"deltainv numerics: {e}", file=sys.stderr)
         return 2
     kw = {k: v for k, v in picked.items() if v is not None}
+    options = []
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        known = {o for m in METHODS.values() for o in m.options}
+        if not sep or key not in known:
+            print(f"deltainv numerics: --option wants KEY=VALUE with KEY in {', '.join(sorted(known))}; got {item!r}",
+                  file=sys.stderr)
+            return 2
+        if key.endswith("precision") and value not in PRECISIONS:
+            print(f"deltainv numerics: {key} must be one of {', '.join(PRECISIONS)}; got {value!r}", file=sys.stderr)
+            return 2
+        options.append((key, int(value) if value.isdigit() else value))
+    if options:
+        kw["options"] = tuple(options)
     config = nm.NumericsConfig.quick(**kw) if args.quick else nm.NumericsConfig(**kw)
     if args.n is not None:
         if args.n < 1:

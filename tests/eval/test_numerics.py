@@ -81,9 +81,18 @@ def test_findings_fail_when_the_evidence_is_missing():
         (["--methods", "cholesky"], "unknown value(s) ['cholesky']"),
         (["--sizes", "48"], "unknown value(s) [48]"),
         (["-n", "0"], "-n must be at least 1"),
+        (["--option", "foo=1"], "--option wants KEY=VALUE"),
+        (["--option", "base_precision=fp8"], "base_precision must be one of"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args, message):
     proc = subprocess.run([DELTAINV, "numerics", *args], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_method_options_reach_the_methods():
+    base = dict(methods=("mxr",), precisions=("tf32",), sizes=(64,), inputs=("repeated_tokens",), n=8)
+    plain = nm.run(nm.NumericsConfig(**base), progress=None).rows[0]["rel_fro"]
+    mixed = nm.run(nm.NumericsConfig(**base, options=(("base_precision", "tf32x3"),)), progress=None).rows[0]["rel_fro"]
+    assert mixed < plain / 100, (plain, mixed)  # the 16x16 product form in tf32x3 repairs repeated tokens

@@ -1,0 +1,1 @@
+"""`deltainv serve`: a patched OpenAI-compatible server on vLLM, SGLang or the embedded transformers engine."""

@@ -1,0 +1,190 @@
+"""OpenAI request validation and error bodies for the embedded (``hf``) server.
+
+Validation is explicit rather than pydantic-generated so every rejection carries OpenAI's error
+shape and a message that names the parameter::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "temperature", "code": null}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class APIError(Exception):
+    """An error the client caused (4xx) or a service condition (429/503), with OpenAI's body."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or ("invalid_request_error" if status < 500 and status != 429 else
+                             "rate_limit_error" if status == 429 else "server_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def _num(body: dict, name: str, default, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False):
+    value = body.get(name, default)
+    if value is None:
+        return default
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise _bad(f"'{name}' must be {'an integer' if integer else 'a number'}, got {type(value).__name__}", name)
+    if value < lo or value > hi or (lo_open and value == lo):
+        left = "(" if lo_open else "["
+        raise _bad(f"'{name}' must be in {left}{lo}, {hi}], got {value}", name)
+    return value
+
+
+def _stop(body: dict) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _bad("'stop' must be a string or a list of strings", "stop")
+    if len(stop) > 4:
+        raise _bad(f"'stop' takes at most 4 sequences, got {len(stop)}", "stop")
+    if any(s == "" for s in stop):
+        raise _bad("'stop' sequences must not be empty", "stop")
+    return stop
+
+
+@dataclass
+class Sampling:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: list[str]
+    stream: bool
+    include_usage: bool = False
+
+
+def _sampling(body: dict, max_tokens_default: int | None) -> Sampling:
+    n = _num(body, "n", 1, 1, 1, integer=True)
+    del n
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("'stream' must be a boolean", "stream")
+    opts = body.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        raise _bad("'stream_options' must be an object", "stream_options")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _bad("'seed' must be an integer", "seed")
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    return Sampling(
+        max_tokens=_num(body, name, max_tokens_default, 0, 1 << 20, integer=True),
+        temperature=float(_num(body, "temperature", 1.0, 0.0, 2.0)),
+        top_p=float(_num(body, "top_p", 1.0, 0.0, 1.0, lo_open=True)),
+        seed=seed,
+        stop=_stop(body),
+        stream=stream,
+        include_usage=bool(opts.get("include_usage", False)),
+    )
+
+
+@dataclass
+class CompletionRequest:
+    model: str
+    prompts: list[str | list[int]]
+    sampling: Sampling
+    echo: bool
+    logprobs: int | None
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+def _prompts(value: Any) -> list[str | list[int]]:
+    """``prompt`` as OpenAI accepts it: a string, a list of strings, token ids, or lists of token ids."""
+    def ids(x):
+        return isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+    if isinstance(value, str):
+        return [value]
+    if ids(value):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(p, str) or ids(p) for p in value):
+        return list(value)
+    raise _bad("'prompt' must be a non-empty string, list of strings, list of token ids, or list of token-id lists",
+               "prompt")
+
+
+def _model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is required and must be a string", "model")
+    return model
+
+
+def _object(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    return body
+
+
+def parse_completion(body: Any) -> CompletionRequest:
+    body = _object(body)
+    model = _model(body)
+    if "prompt" not in body:
+        raise _bad("'prompt' is required", "prompt")
+    prompts = _prompts(body["prompt"])
+    echo = body.get("echo", False)
+    if not isinstance(echo, bool):
+        raise _bad("'echo' must be a boolean", "echo")
+    logprobs = _num(body, "logprobs", None, 0, 20, integer=True)
+    return CompletionRequest(model, prompts, _sampling(body, 16), echo, logprobs, body)
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]
+    sampling: Sampling
+    logprobs: bool
+    top_logprobs: int
+
+
+_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+def _content(message: dict, i: int) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise _bad(f"messages[{i}].content must be a string or a list of text parts", "messages")
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    body = _object(body)
+    model = _model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list", "messages")
+    clean = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise _bad(f"messages[{i}] must be an object with a role in {', '.join(_ROLES)}", "messages")
+        clean.append({"role": m["role"], "content": _content(m, i)})
+    logprobs = body.get("logprobs", False)
+    if not isinstance(logprobs, bool):
+        raise _bad("'logprobs' must be a boolean for chat completions", "logprobs")
+    top = _num(body, "top_logprobs", 0, 0, 20, integer=True)
+    if top and not logprobs:
+        raise _bad("'top_logprobs' requires 'logprobs': true", "top_logprobs")
+    return ChatRequest(model, clean, _sampling(body, None), logprobs, top)
