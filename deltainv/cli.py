@@ -14,6 +14,7 @@ from collections.abc import Sequence
 #: Modules providing ``register(subparsers)``, in ``--help`` order.
 SUBCOMMANDS = (
     "deltainv.eval.numerics_cli",
+    "deltainv.plugin.doctor",
 )
 
 

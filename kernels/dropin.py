@@ -5,14 +5,24 @@ an engine can call exactly as it calls its own, so engine glue only rebinds name
 know the *contracts* (argument names, layouts, gate units, output dtypes), nothing about how an
 engine is patched.
 
-========================================  ===========================================================
-factory                                   replaces
-========================================  ===========================================================
-:func:`solve_tril`                        ``fla.ops.utils.solve_tril`` (fla 0.6.0) and vLLM's vendored
-                                          ``.../flash_linear_attention/ops/solve_tril.solve_tril``
+==========================================  ===========================================================
+factory                                     replaces
+==========================================  ===========================================================
+:func:`solve_tril`                          ``fla.ops.utils.solve_tril`` (fla 0.6.0) and vLLM's vendored
+                                            ``.../flash_linear_attention/ops/solve_tril.solve_tril``
 :func:`gdn_fwd_intra` (``gate_log2=True``)  fla 0.6.0 ``chunk_gated_delta_rule_fwd_intra`` (g in log2)
 :func:`gdn_fwd_intra` (``gate_log2=False``) SGLang 0.5.23 ``chunk_gated_delta_rule_fwd_intra`` (g in ln)
-========================================  ===========================================================
+:func:`vllm_cpu_gdn`                        vLLM CPU build 0.32/0.33 ``vllm._custom_ops.chunk_gated_delta_rule_cpu``
+                                            (the whole GDN prefill core, state pool updated in place)
+:func:`transformers_gdn`                    transformers 5.19-5.23 ``torch_chunk_gated_delta_rule``
+                                            (``qwen3_next``, ``qwen3_5``, ``qwen3_5_moe``)
+:func:`transformers_kda`                    transformers 5.19-5.23 ``chunk_kimi_delta_attention`` (``kimi_linear``)
+==========================================  ===========================================================
+
+The first three run deltainv's inversion inside the engine's own pipeline (Triton on CUDA when
+available). The last three replace a whole chunked forward with deltainv's PyTorch one
+(:mod:`deltainv.kernels.gdn.pytorch`, :mod:`deltainv.kernels.kda.pytorch`), for engines whose own
+kernel there has no separate inversion step (a C++ kernel, ``torch.linalg.solve_triangular``).
 """
 
 from __future__ import annotations
@@ -93,4 +103,104 @@ def gdn_fwd_intra(
 fla_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=True)
 sglang_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=False)
 
-__all__ = ["fla_gdn_fwd_intra", "gdn_fwd_intra", "sglang_gdn_fwd_intra", "solve_tril"]
+
+def vllm_cpu_gdn(
+    method: str | None = None,
+    precision: str | None = None,
+    *,
+    chunk_size: int = 64,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``chunk_gated_delta_rule_cpu(query, key, value, g, beta, initial_state, output_final_state, cu_seqlens, head_first, use_qk_l2norm_in_kernel, initial_state_indices, eps=1e-5)``.
+
+    The contract of vLLM's CPU build (0.32/0.33), read from the wheel and measured against its C++
+    kernel: ``query, key`` ``[1, T, H, K]``, ``value`` ``[1, T, HV, V]`` (bf16), ``g`` ``[1, T, HV]``
+    (fp32, natural log, not cumulated), ``beta`` ``[1, T, HV]``, ``cu_seqlens`` ``[N + 1]`` int32;
+    ``initial_state`` is the whole state pool ``[slots, HV, K, V]`` and ``initial_state_indices``
+    ``[N]`` picks each sequence's slot. The final state of every sequence is written back into
+    its slot in place; returns ``(o [1, T, HV, V] in query's dtype, initial_state)``. ``eps`` is the
+    L2-norm epsilon (``x / sqrt(sum x^2 + eps)``). ``head_first=True`` is rejected, as the C++ kernel does.
+    """
+    name, precision, opts = _checked(method, precision, options)
+    from .gdn.pytorch import chunk_gated_delta_rule as _gdn
+    from .gdn.pytorch import l2norm
+
+    def chunk_gated_delta_rule_cpu(query, key, value, g, beta, initial_state, output_final_state, cu_seqlens,
+                                   head_first, use_qk_l2norm_in_kernel, initial_state_indices, eps=1e-5):
+        if head_first:
+            raise ValueError("chunk_gated_delta_rule_cpu: head_first=True is not supported")
+        slots = initial_state_indices.to(device=initial_state.device, dtype=torch.int64)
+        out_dtype = query.dtype
+        if use_qk_l2norm_in_kernel:
+            query, key = l2norm(query, eps), l2norm(key, eps)
+        o, final = _gdn(query, key, value, g, beta, initial_state=initial_state[slots], output_final_state=True,
+                        cu_seqlens=cu_seqlens, chunk_size=chunk_size, method=name, precision=precision, **opts)
+        initial_state[slots] = final.to(initial_state.dtype)
+        return o.to(out_dtype), initial_state
+
+    chunk_gated_delta_rule_cpu.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    return chunk_gated_delta_rule_cpu
+
+
+def transformers_gdn(
+    method: str | None = None,
+    precision: str | None = None,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``torch_chunk_gated_delta_rule(query, key, value, g, beta, chunk_size=64, initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs)``.
+
+    transformers' contract (5.19-5.23): ``query, key`` ``[B, T, H, K]``, ``value`` ``[B, T, HV, V]``,
+    ``g, beta`` ``[B, T, HV]`` (natural-log gate, not cumulated), ``initial_state`` ``[B, HV, K, V]``;
+    returns ``(o [B, T, HV, V] in query's dtype, final state fp32 or None)``; q, k L2-normalised with
+    eps 1e-6, queries scaled by ``K ** -0.5``. Packed sequences (``cu_seqlens=`` in ``kwargs``, B = 1)
+    are kept apart; every other keyword is ignored, as transformers does.
+    """
+    name, precision, opts = _checked(method, precision, options)
+    from .gdn.pytorch import chunk_gated_delta_rule as _gdn
+
+    def torch_chunk_gated_delta_rule(query, key, value, g, beta, chunk_size=64, initial_state=None,
+                                     output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs):
+        o, final = _gdn(query, key, value, g, beta, initial_state=initial_state,
+                        output_final_state=output_final_state, cu_seqlens=kwargs.get("cu_seqlens"),
+                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=name,
+                        precision=precision, **opts)
+        return o.to(query.dtype), final
+
+    torch_chunk_gated_delta_rule.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    return torch_chunk_gated_delta_rule
+
+
+def transformers_kda(
+    method: str | None = None,
+    precision: str | None = None,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``chunk_kimi_delta_attention(query, key, value, g, beta, chunk_size=64, initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs)``.
+
+    transformers' Kimi Linear contract (5.19-5.23): as :func:`transformers_gdn` with a per-channel
+    gate ``g`` ``[B, T, HV, K]``.
+    """
+    name, precision, opts = _checked(method, precision, options)
+    from .kda.pytorch import chunk_kda as _kda
+
+    def chunk_kimi_delta_attention(query, key, value, g, beta, chunk_size=64, initial_state=None,
+                                   output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs):
+        o, final = _kda(query, key, value, g, beta, initial_state=initial_state,
+                        output_final_state=output_final_state, cu_seqlens=kwargs.get("cu_seqlens"),
+                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=name,
+                        precision=precision, **opts)
+        return o.to(query.dtype), final
+
+    chunk_kimi_delta_attention.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    return chunk_kimi_delta_attention
+
+
+__all__ = [
+    "fla_gdn_fwd_intra",
+    "gdn_fwd_intra",
+    "sglang_gdn_fwd_intra",
+    "solve_tril",
+    "transformers_gdn",
+    "transformers_kda",
+    "vllm_cpu_gdn",
+]

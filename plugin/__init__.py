@@ -1,4 +1,33 @@
-"""Engine hooks (vLLM, SGLang, transformers, fla), activated by ``DELTAINV_METHOD``.
+"""Engine hooks: vLLM, SGLang, transformers and fla run deltainv's inversion when ``DELTAINV_METHOD`` is set.
 
-Not implemented yet: see the engine-hooks issue. Nothing here patches anything.
+Public API (the contract ``deltainv serve``, ``deltainv doctor`` and ``deploy/`` use):
+
+- :func:`install` ``(settings=None)``: activate in this process, lazily and idempotently; returns
+  :func:`status`. The engines' entry points (``vllm.general_plugins``, ``sglang.srt.plugins``)
+  call it in every process; transformers/fla users call it themselves.
+- :func:`status` ``()``: patched targets, method/precision, guard fallback counters.
+- :func:`uninstall` ``()``: restore the engines' functions (tests).
+- :func:`engine_flags` ``(engine, settings=None)`` / :func:`engine_env`: what to add to an
+  engine's command line / environment.
+- :mod:`deltainv.plugin.settings`: the one table of variables (``VARIABLES``) and ``Settings``.
+
+Importing this package imports no engine and patches nothing. See ``docs/plugin.md``.
 """
+
+from __future__ import annotations
+
+from .core import PatchError, install, status, uninstall
+from .flags import engine_env, engine_flags
+from .settings import VARIABLES, Settings, SettingsError
+
+__all__ = [
+    "PatchError",
+    "Settings",
+    "SettingsError",
+    "VARIABLES",
+    "engine_env",
+    "engine_flags",
+    "install",
+    "status",
+    "uninstall",
+]

@@ -7,6 +7,7 @@ import torch
 
 from deltainv.kernels import dropin, solve_tril
 from deltainv.kernels.gdn import chunk_gated_delta_rule_fwd_intra, l2norm
+from deltainv.kernels.gdn import naive_recurrent_gated_delta_rule as naive_recurrent
 from deltainv.kernels.inputs import engine_layout
 
 
@@ -45,3 +46,62 @@ def test_gdn_intra_dropins_differ_only_in_gate_units(seed):
     for a, b, c in zip(sgl, fla, ref):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
         torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-6)
+
+
+def test_vllm_cpu_gdn_updates_the_state_pool_in_place(seed):
+    g = torch.Generator().manual_seed(seed)
+    T, H, HV, K, V = 150, 2, 4, 32, 16
+    q, k = torch.randn(1, T, H, K, generator=g), torch.randn(1, T, H, K, generator=g)
+    v = torch.randn(1, T, HV, V, generator=g)
+    gate, beta = -0.3 * torch.rand(1, T, HV, generator=g), torch.rand(1, T, HV, generator=g)
+    cu = torch.tensor([0, 70, 150], dtype=torch.int32)
+    slots = torch.tensor([3, 1], dtype=torch.int32)
+    pool = torch.randn(5, HV, K, V, generator=g)
+    before = pool.clone()
+    fn = dropin.vllm_cpu_gdn("substitution")
+    assert list(inspect.signature(fn).parameters) == [
+        "query", "key", "value", "g", "beta", "initial_state", "output_final_state", "cu_seqlens", "head_first",
+        "use_qk_l2norm_in_kernel", "initial_state_indices", "eps"]
+    o, ret = fn(q.bfloat16(), k.bfloat16(), v.bfloat16(), gate, beta, pool, False, cu, False, True, slots)
+    assert ret is pool and o.dtype == torch.bfloat16 and o.shape == (1, T, HV, V)
+    ro, rS = naive_recurrent(l2norm(q.bfloat16(), 1e-5), l2norm(k.bfloat16(), 1e-5), v.bfloat16(), gate, beta,
+                             initial_state=before[slots.long()], cu_seqlens=cu)
+    torch.testing.assert_close(o.double(), ro, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(pool[slots.long()].double(), rS, atol=1e-4, rtol=1e-4)
+    untouched = [0, 2, 4]
+    assert torch.equal(pool[untouched], before[untouched])
+    with pytest.raises(ValueError, match="head_first"):
+        fn(q, k, v, gate, beta, pool, True, cu, True, True, slots)
+
+
+@pytest.mark.parametrize("model", ["qwen3_next", "qwen3_5"])
+def test_transformers_gdn_matches_transformers_own_torch_function(model, seed):
+    modeling = pytest.importorskip(f"transformers.models.{model}.modeling_{model}")
+    theirs = inspect.unwrap(modeling.torch_chunk_gated_delta_rule)
+    ours = dropin.transformers_gdn("mxr_refine")
+    assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters)
+    g = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 100, 2, 32, generator=g), torch.randn(2, 100, 2, 32, generator=g)
+    v = torch.randn(2, 100, 4, 16, generator=g)
+    gate, beta = -torch.rand(2, 100, 4, generator=g), torch.rand(2, 100, 4, generator=g)
+    h0 = torch.randn(2, 4, 32, 16, generator=g)
+    kw = dict(g=gate, beta=beta, initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    o1, s1 = ours(q, k, v, **kw, unrelated_kwarg=1)
+    o2, s2 = theirs(q, k, v, **kw)
+    torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+
+
+def test_transformers_kda_matches_transformers_own_torch_function(seed):
+    modeling = pytest.importorskip("transformers.models.kimi_linear.modeling_kimi_linear")
+    theirs = inspect.unwrap(modeling.chunk_kimi_delta_attention)
+    ours = dropin.transformers_kda("mxr_refine")
+    assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters)
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 100, 2, 16, generator=g) for _ in range(3))
+    gate, beta = -torch.rand(1, 100, 2, 16, generator=g), torch.rand(1, 100, 2, generator=g)
+    kw = dict(g=gate, beta=beta, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    o1, s1 = ours(q, k, v, **kw)
+    o2, s2 = theirs(q, k, v, **kw)
+    torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)

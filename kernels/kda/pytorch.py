@@ -1,0 +1,203 @@
+"""Kimi Delta Attention (KDA) chunked forward in plain PyTorch, with any registry inversion method.
+
+KDA is Gated DeltaNet with a per-channel gate: ``g`` is ``[B, T, HV, K]`` instead of ``[B, T, HV]``.
+Layout otherwise as :mod:`deltainv.kernels.gdn.pytorch` (``q, k``: ``[B, T, H, K]``; ``v``:
+``[B, T, HV, V]``; ``beta``: ``[B, T, HV]``; HV a multiple of H; packed varlen batches with B = 1
+and ``cu_seqlens``). ``g`` is a per-token, per-channel log-decay in natural-log units, or base 2
+with ``gate_log2=True``.
+
+Per chunk of BT tokens, with ``G`` the in-chunk cumulative gate ``[BT, K]`` and ``S`` the ``K x V``
+state entering the chunk::
+
+    A    = strictLower( beta_i sum_c k_ic k_jc exp(G_ic - G_jc) )
+    T    = (I + A)^-1                                      # deltainv.kernels.invert(method, precision)
+    W    = T (beta * exp(G) * K),   U = T (beta * V)
+    V'   = U - W S
+    Aqk  = lower( sum_c q_ic k_jc exp(G_ic - G_jc) )       # i >= j
+    O    = scale * [ (Q * exp(G)) S + Aqk V' ]
+    S   <- diag(exp(G_last)) S + (K * exp(G_last - G))^T V'
+
+The pairwise per-channel decays are built from a ``[BT, BT, K]`` exponent, masked before ``exp``
+(never the overflow-prone ``exp(G_i) exp(-G_j)`` factorisation), a few chunks at a time. Everything
+is computed in fp32; ``wu_precision`` rounds the operands of the W/U products exactly as in
+:mod:`deltainv.kernels.gdn.pytorch`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..gdn.pytorch import DEFAULT_WU_PRECISION, _gather, _heads_first, _scatter, l2norm
+from ..index import chunk_table
+from ..precision import check_precision, matmul
+from ..tril.invert import invert
+
+#: Elements of one ``[chunks, heads, BT, BT, K]`` decay slab (bounds the memory of the pairwise decays).
+_SLAB = 1 << 24
+
+
+def _check_kda_inputs(q, k, v, g, beta) -> tuple[int, int]:
+    if k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"k must be [B, T, H, K] and v [B, T, HV, V]; got {list(k.shape)} and {list(v.shape)}")
+    B, T, H, K = k.shape
+    HV = v.shape[2]
+    if q.shape != k.shape:
+        raise ValueError(f"q must have k's shape {list(k.shape)}; got {list(q.shape)}")
+    if v.shape[:2] != (B, T) or HV % H:
+        raise ValueError(f"v {list(v.shape)} does not match k {list(k.shape)} (HV must be a multiple of H)")
+    if beta.shape != (B, T, HV):
+        raise ValueError(f"beta must be [B, T, HV] = {[B, T, HV]}; got {list(beta.shape)}")
+    if g.shape != (B, T, HV, K):
+        raise ValueError(f"g must be [B, T, HV, K] = {[B, T, HV, K]} (one gate per channel); got {list(g.shape)}")
+    return H, HV
+
+
+def _exp(x: torch.Tensor, log2: bool) -> torch.Tensor:
+    return torch.exp2(x) if log2 else torch.exp(x)
+
+
+def _pairwise(left: torch.Tensor, right: torch.Tensor, G: torch.Tensor, log2: bool, strict: bool) -> torch.Tensor:
+    """``M_ij = sum_c left_ic right_jc exp(G_ic - G_jc)`` on the lower triangle, 0 elsewhere.
+
+    ``left, right, G``: ``[NT, HV, BT, K]`` -> ``[NT, HV, BT, BT]``.
+    """
+    NT, HV, BT, K = G.shape
+    mask = torch.ones(BT, BT, dtype=torch.bool, device=G.device).tril(-1 if strict else 0)
+    out = torch.zeros(NT, HV, BT, BT, dtype=torch.float32, device=G.device)
+    step = max(1, _SLAB // max(1, HV * BT * BT * K))
+    zero = torch.zeros((), dtype=G.dtype, device=G.device)
+    for s in range(0, NT, step):
+        e = slice(s, s + step)
+        diff = G[e][..., :, None, :] - G[e][..., None, :, :]            # [n, HV, BT, BT, K]
+        # Mask before exp: above the diagonal G_i - G_j >= 0 can overflow.
+        decay = torch.where(mask[..., None], _exp(torch.where(mask[..., None], diff, zero), log2), zero)
+        out[e] = torch.einsum("nhic,nhjc,nhijc->nhij", left[e], right[e], decay)
+    return out
+
+
+def chunk_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
+    *,
+    use_qk_l2norm: bool = False,
+    gate_log2: bool = False,
+    method: str | None = None,
+    precision: str | None = None,
+    wu_precision: str | None = None,
+    **options,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The whole chunked KDA forward (prefill).
+
+    Args:
+        q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]``. g: ``[B, T, HV, K]`` per-token, per-channel
+            log-decay (not cumulated). beta: ``[B, T, HV]``.
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, HV, K, V]`` (N = B, or the number of sequences with ``cu_seqlens``).
+        output_final_state: also return the state after each sequence, ``[N, HV, K, V]`` fp32.
+        chunk_size: 16, 32, 64 or 128.
+        use_qk_l2norm: L2-normalise q and k (eps 1e-6) first.
+        method, precision, options: the inversion (see :func:`deltainv.kernels.invert`).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``, as
+            :mod:`deltainv.kernels.gdn.pytorch`).
+
+    Returns:
+        ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
+    """
+    H, HV = _check_kda_inputs(q, k, v, g, beta)
+    B, T, _, K = k.shape
+    Vd = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
+    N = table.num_seqs
+    rep = HV // H
+    kc = _heads_first(_gather(k, table), rep)                 # [NT, HV, BT, K]
+    qc = _heads_first(_gather(q, table), rep)
+    vc = _heads_first(_gather(v, table))                      # [NT, HV, BT, V]
+    bc = _heads_first(_gather(beta, table))                   # [NT, HV, BT]
+    # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G.
+    Gc = torch.cumsum(_heads_first(_gather(g, table)), dim=2)  # [NT, HV, BT, K]
+
+    A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
+    Ai = invert(A, method, precision, check_finite=False, **options)
+    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    w = matmul(Ai, kc * bc[..., None] * _exp(Gc, gate_log2), wu_precision)
+    u = matmul(Ai, vc * bc[..., None], wu_precision)
+    qk = _pairwise(qc, kc, Gc, gate_log2, strict=False)
+    q_decay = qc * _exp(Gc, gate_log2)
+    G_last = Gc[..., -1:, :]                                  # [NT, HV, 1, K]
+    k_decay = kc * _exp(G_last - Gc, gate_log2)
+    state_decay = _exp(G_last, gate_log2).mT                  # [NT, HV, K, 1]
+
+    if initial_state is None:
+        S = torch.zeros(N, HV, K, Vd, dtype=torch.float32, device=k.device)
+    else:
+        if initial_state.shape != (N, HV, K, Vd):
+            raise ValueError(f"initial_state must be [N, HV, K, V] = {[N, HV, K, Vd]}; got {list(initial_state.shape)}")
+        S = initial_state.float().clone()
+    by_pos = torch.full((N, max(table.max_chunks, 1)), -1, dtype=torch.int64, device=k.device)
+    by_pos[table.seq, table.chunk] = torch.arange(table.seq.numel(), device=k.device)
+    o = torch.zeros(qc.shape[0], HV, qc.shape[2], Vd, dtype=torch.float32, device=k.device)
+    for c in range(table.max_chunks):
+        ids = by_pos[:, c]
+        has = ids >= 0
+        idx, seqs = ids[has], has.nonzero()[:, 0]
+        Sc = S[seqs]
+        v_new = u[idx] - w[idx] @ Sc
+        o[idx] = scale * (q_decay[idx] @ Sc + qk[idx] @ v_new)
+        S[seqs] = state_decay[idx] * Sc + k_decay[idx].mT @ v_new
+    out = _scatter(o.movedim(1, 2), table, B, T, v.dtype)
+    return out, (S if output_final_state else None)
+
+
+def naive_recurrent_kda(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    *,
+    gate_log2: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-by-token KDA recurrence, the oracle (float64 by default). Same arguments as :func:`chunk_kda`.
+
+    ``S_t = diag(exp(g_t)) S_{t-1} + k_t (beta_t (v_t - S^T k_t))^T`` with the decayed ``S``,
+    ``o_t = scale S_t^T q_t``. Returns ``(o [B, T, HV, V], final_state [N, HV, K, V])`` in ``dtype``.
+    """
+    H, HV = _check_kda_inputs(q, k, v, g, beta)
+    B, T, _, K = k.shape
+    scale = K**-0.5 if scale is None else scale
+    rep = HV // H
+    q, k, v, beta, g = (x.to(dtype) for x in (q, k, v, beta, g))
+    q, k = q.repeat_interleave(rep, 2), k.repeat_interleave(rep, 2)
+    decay = torch.exp2(g) if gate_log2 else torch.exp(g)
+    bounds = cu_seqlens.tolist() if cu_seqlens is not None else None
+    seqs = [(b, 0, T) for b in range(B)] if bounds is None else [(0, s, e) for s, e in zip(bounds, bounds[1:])]
+    o = torch.zeros(B, T, HV, v.shape[-1], dtype=dtype)
+    finals = []
+    for n, (b, s, e) in enumerate(seqs):
+        S = (torch.zeros(HV, K, v.shape[-1], dtype=dtype) if initial_state is None
+             else initial_state[n].to(dtype).clone())
+        for t in range(s, e):
+            S = S * decay[b, t][:, :, None]
+            err = v[b, t] - torch.einsum("hk,hkv->hv", k[b, t], S)
+            S = S + k[b, t][:, :, None] * (beta[b, t][:, None] * err)[:, None, :]
+            o[b, t] = scale * torch.einsum("hk,hkv->hv", q[b, t], S)
+        finals.append(S)
+    return o, torch.stack(finals)
+
+
+__all__ = ["chunk_kda", "naive_recurrent_kda"]

