@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -146,7 +147,7 @@ def _rel(a, b) -> float:
 # parts
 
 
-def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log):
+def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, done=lambda: None):
     import torch
 
     from deltainv.kernels import solve_tril
@@ -182,6 +183,8 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log):
             impls["fla/tf32"] = (_fla_tf32(fla_solve_tril, A, cu, ci, out_dtype),
                                  _fla_tf32(fla_solve_tril, A, cu, ci, torch.float32))
         for name, kw in ours:
+            if not IMPLS.search(f"deltainv {name}"):
+                continue
             impls[f"deltainv {name}"] = (lambda kw=kw: solve_tril(A, cu, ci, out_dtype, backend="triton", **kw),
                                          lambda kw=kw: solve_tril(A, cu, ci, torch.float32, backend="triton", **kw))
         if cu is None:
@@ -207,6 +210,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log):
         for p in points:
             if p.part == "solve_tril" and p.shape == shape:
                 p.speedup = times[baseline] / p.ms
+        done()
 
 
 def _fla_tf32(fla_solve_tril, A, cu, ci, out_dtype):
@@ -225,13 +229,16 @@ def _fla_tf32(fla_solve_tril, A, cu, ci, out_dtype):
             k = k.fn
         kernels.append(k)
 
+    # A tf32 config list and autotune cache of its own, swapped in around each call, so the timed
+    # calls hit a warm cache instead of re-autotuning (which is what a cache reset per call would time).
+    tf32 = [([triton.Config({"DOT_PRECISION": "tf32"}, num_warps=c.num_warps, num_stages=c.num_stages)
+              for c in k.configs], {}) for k in kernels]
+
     def run():
         saved = [(k.configs, k.cache) for k in kernels]
         try:
-            for k in kernels:
-                k.configs = [triton.Config({"DOT_PRECISION": "tf32"}, num_warps=c.num_warps, num_stages=c.num_stages)
-                             for c in k.configs]
-                k.cache = {}
+            for k, (configs, cache) in zip(kernels, tf32):
+                k.configs, k.cache = configs, cache
             return fla_solve_tril(A, cu_seqlens=cu, chunk_indices=ci, output_dtype=out_dtype)
         finally:
             for k, (c, cache) in zip(kernels, saved):
@@ -240,7 +247,16 @@ def _fla_tf32(fla_solve_tril, A, cu, ci, out_dtype):
     return run
 
 
-def bench_intra(grid, device, bench, copy_gbps, points, log):
+INTRA_OURS = [
+    ("deltainv mxr_refine mixed", dict(method="mxr_refine", precision="tf32", base_precision="tf32x3",
+                                       refine_precision="tf32x3")),
+    ("deltainv mxr tf32+x3 base", dict(method="mxr", precision="tf32", base_precision="tf32x3")),
+    ("deltainv substitution tf32, bf16 W/U", dict(method="substitution", precision="tf32", wu_precision="bf16")),
+]
+IMPLS = re.compile("")  # --impls
+
+
+def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None):
     import torch
 
     from deltainv.kernels.gdn.pytorch import chunk_gated_delta_rule_fwd_intra as reference
@@ -248,12 +264,7 @@ def bench_intra(grid, device, bench, copy_gbps, points, log):
     from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra as fla_intra
 
     LN2 = math.log(2.0)
-    ours = [
-        ("deltainv mxr_refine mixed", dict(method="mxr_refine", precision="tf32", base_precision="tf32x3",
-                                           refine_precision="tf32x3")),
-        ("deltainv mxr tf32+x3 base", dict(method="mxr", precision="tf32", base_precision="tf32x3")),
-        ("deltainv substitution tf32, bf16 W/U", dict(method="substitution", precision="tf32", wu_precision="bf16")),
-    ]
+    ours = INTRA_OURS
     for shape, (B, T, H, HV, K, V, varlen) in grid.items():
         cu = None
         if varlen:
@@ -270,6 +281,8 @@ def bench_intra(grid, device, bench, copy_gbps, points, log):
         impls = {"fla fused kkt+solve+w/u": lambda: fla_intra(t["k"], t["v"], g2, t["beta"], cu_seqlens=cu_l,
                                                                 chunk_size=64, chunk_indices=ci)}
         for name, kw in ours:
+            if not IMPLS.search(name):
+                continue
             impls[name] = (lambda kw=kw: fused(t["k"], t["v"], t["gc"], t["beta"], cu, 64, ci, **kw))
         # float64-grade reference on a slice: first 512 tokens of the first sequence
         n = min(T, 512) if cu is None else int(cu[1])
@@ -289,9 +302,10 @@ def bench_intra(grid, device, bench, copy_gbps, points, log):
         for p in points:
             if p.part == "intra" and p.shape == shape:
                 p.speedup = times["fla fused kkt+solve+w/u"] / p.ms
+        done()
 
 
-def bench_forward(grid, device, bench, copy_gbps, points, log):
+def bench_forward(grid, device, bench, copy_gbps, points, log, done=lambda: None):
     import torch
 
     import fla.ops.gated_delta_rule.chunk as fla_chunk
@@ -300,8 +314,9 @@ def bench_forward(grid, device, bench, copy_gbps, points, log):
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     stock = fla_chunk.chunk_gated_delta_rule_fwd_intra
-    ours = dropin.fla_gdn_fwd_intra("mxr_refine", "tf32", base_precision="tf32x3", refine_precision="tf32x3",
-                                    backend="triton")
+    label, kw = next((n, k) for n, k in INTRA_OURS if IMPLS.search(n) and "wu_precision" not in k)
+    kw = dict(kw)
+    ours = dropin.fla_gdn_fwd_intra(kw.pop("method"), kw.pop("precision"), backend="triton", **kw)
     for shape, (B, T, H, HV, K, V, varlen) in grid.items():
         cu = None
         if varlen:
@@ -318,7 +333,7 @@ def bench_forward(grid, device, bench, copy_gbps, points, log):
         sl = lambda x: x[:1, :n].float().cpu()  # noqa: E731
         ro, _ = naive_recurrent_gated_delta_rule(sl(t["q"]), sl(t["k"]), sl(t["v"]), sl(t["gate"]), sl(t["beta"]))
         times = {}
-        for name, fn_intra in (("fla stock", stock), ("fla + deltainv intra", ours)):
+        for name, fn_intra in (("fla stock", stock), (f"fla + {label}", ours)):
             fla_chunk.chunk_gated_delta_rule_fwd_intra = fn_intra
             try:
                 ms = bench(run)
@@ -333,6 +348,7 @@ def bench_forward(grid, device, bench, copy_gbps, points, log):
         for p in points:
             if p.part == "forward" and p.shape == shape:
                 p.speedup = times["fla stock"] / p.ms
+        done()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--toy", action="store_true", help="tiny shapes (runs on the CPU under TRITON_INTERPRET=1)")
     ap.add_argument("--parts", default="solve_tril,intra,forward")
     ap.add_argument("--out", help="output folder (default bench/results/<device>)")
+    ap.add_argument("--impls", default="", help="regular expression: only deltainv configurations whose name matches")
+    ap.add_argument("--shapes", default="", help="regular expression: only grid points whose name matches")
     args = ap.parse_args(argv)
 
     import torch
@@ -450,19 +468,28 @@ def main(argv: list[str] | None = None) -> int:
             "fla": getattr(fla, "__version__", "?"), "copy_gbps": copy_gbps, "toy": args.toy,
             "timer": "triton.testing.do_bench median" if device == "cuda" else "wall-clock median of 3 (interpreter)",
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
-    g_tril, g_intra, g_fwd = grids(args.toy)
-    points: list[Point] = []
-    parts = set(args.parts.split(","))
-    if "solve_tril" in parts:
-        bench_solve_tril(g_tril, device, bench, copy_gbps, points, log)
-    if "intra" in parts:
-        bench_intra(g_intra, device, bench, copy_gbps, points, log)
-    if "forward" in parts:
-        bench_forward(g_fwd, device, bench, copy_gbps, points, log)
+    global IMPLS
+    IMPLS = re.compile(args.impls)
+    pick = re.compile(args.shapes)
+    g_tril, g_intra, g_fwd = ({k: v for k, v in g.items() if pick.search(k)} for g in grids(args.toy))
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     out = Path(args.out) if args.out else RESULTS / slug
-    for p in write_results(points, meta, out):
-        log(f"wrote {p}")
+    points: list[Point] = []
+    parts = set(args.parts.split(","))
+
+    def checkpoint() -> None:
+        # Results are rewritten after every grid point so that a run cut short still leaves what it measured.
+        if points:
+            write_results(points, meta, out)
+
+    if "solve_tril" in parts:
+        bench_solve_tril(g_tril, device, bench, copy_gbps, points, log, checkpoint)
+    if "intra" in parts:
+        bench_intra(g_intra, device, bench, copy_gbps, points, log, checkpoint)
+    if "forward" in parts:
+        bench_forward(g_fwd, device, bench, copy_gbps, points, log, checkpoint)
+    for p in ("tril_bench.json", "tril_bench.md", "tril_bench.png"):
+        log(f"wrote {out / p}")
     return 0
 
 
