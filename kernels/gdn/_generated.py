@@ -11,7 +11,7 @@ import triton.language as tl
 from deltainv.kernels.triton_tiles import (autotune_configs, eye_tile, gate_exp, gate_tile, load_rows, load_vec,
                                           mm, store_rows, store_tile, zero_tile)
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(16), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_substitution_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -82,7 +82,7 @@ def gdn_intra_substitution_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chun
         store_rows(u_base, 0, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(32), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_substitution_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -184,7 +184,7 @@ def gdn_intra_substitution_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chun
         store_rows(u_base, 16, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(64), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_substitution_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -382,7 +382,7 @@ def gdn_intra_substitution_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chun
         store_rows(u_base, 48, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(128), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_substitution_bt128_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -936,7 +936,7 @@ def gdn_intra_substitution_bt128_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chu
         store_rows(u_base, 112, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(16), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -1007,7 +1007,7 @@ def gdn_intra_mxr_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices
         store_rows(u_base, 0, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(32), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -1110,7 +1110,7 @@ def gdn_intra_mxr_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices
         store_rows(u_base, 16, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(64), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -1311,7 +1311,7 @@ def gdn_intra_mxr_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices
         store_rows(u_base, 48, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(128), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_bt128_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -1872,7 +1872,7 @@ def gdn_intra_mxr_bt128_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indice
         store_rows(u_base, 112, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(16), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_refine_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -1946,7 +1946,7 @@ def gdn_intra_mxr_refine_bt16_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_
         store_rows(u_base, 0, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(32), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_refine_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -2060,7 +2060,7 @@ def gdn_intra_mxr_refine_bt32_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_
         store_rows(u_base, 16, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(64), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_refine_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,
@@ -2311,7 +2311,7 @@ def gdn_intra_mxr_refine_bt64_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_
         store_rows(u_base, 48, i_o, n_rows, HV * V, V, BV, acc)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
+@triton.autotune(configs=autotune_configs(128), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",
                                                   "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])
 @triton.jit(do_not_specialize=["T"])
 def gdn_intra_mxr_refine_bt128_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,

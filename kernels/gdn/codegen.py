@@ -110,7 +110,7 @@ def intra_kernel(method: str, bt: int) -> str:
     pad = " " * (len(name) + 5)
     head = [
         "",
-        '@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",',
+        f'@triton.autotune(configs=autotune_configs({bt}), key=["H", "HV", "K", "V", "IS_VARLEN", "USE_G", "PREC",',
         '                                                  "BASE_PREC", "REFINE_PREC", "WU_PREC", "STORE_A"])',
         '@triton.jit(do_not_specialize=["T"])',
         f"def {name}(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T,",

@@ -10,7 +10,7 @@ import triton.language as tl
 
 from deltainv.kernels.triton_tiles import autotune_configs, eye_tile, load_tile, mm, store_tile, zero_tile
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(16), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def substitution_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                              PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -50,7 +50,7 @@ def substitution_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexp
     store_tile(o_base, 0, 0, n_rows, stride, x_0_0)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(32), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def substitution_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                              PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -104,7 +104,7 @@ def substitution_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexp
     store_tile(o_base, 16, 16, n_rows, stride, x_1_1)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(64), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def substitution_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                              PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -208,7 +208,7 @@ def substitution_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexp
     store_tile(o_base, 48, 48, n_rows, stride, x_3_3)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(128), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def substitution_bt128_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                               PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -528,7 +528,7 @@ def substitution_bt128_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constex
     store_tile(o_base, 112, 112, n_rows, stride, x_7_7)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(16), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                     PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -568,7 +568,7 @@ def mxr_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VAR
     store_tile(o_base, 0, 0, n_rows, stride, x_0_0)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(32), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                     PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -623,7 +623,7 @@ def mxr_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VAR
     store_tile(o_base, 16, 16, n_rows, stride, x_1_1)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(64), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                     PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -730,7 +730,7 @@ def mxr_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VAR
     store_tile(o_base, 48, 48, n_rows, stride, x_3_3)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(128), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_bt128_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                      PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -1057,7 +1057,7 @@ def mxr_bt128_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VA
     store_tile(o_base, 112, 112, n_rows, stride, x_7_7)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(16), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_refine_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                            PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -1100,7 +1100,7 @@ def mxr_refine_bt16_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr,
     store_tile(o_base, 0, 0, n_rows, stride, t2)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(32), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_refine_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                            PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -1166,7 +1166,7 @@ def mxr_refine_bt32_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr,
     store_tile(o_base, 16, 16, n_rows, stride, t10)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(64), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_refine_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                            PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
@@ -1323,7 +1323,7 @@ def mxr_refine_bt64_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr,
     store_tile(o_base, 48, 48, n_rows, stride, t56)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
+@triton.autotune(configs=autotune_configs(128), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])
 @triton.jit(do_not_specialize=["T"])
 def mxr_refine_bt128_kernel(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,
                             PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):

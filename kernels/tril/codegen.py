@@ -196,7 +196,7 @@ def solve_tril_kernel(method: str, bt: int) -> str:
     name = f"{method}_bt{bt}_kernel"
     head = [
         "",
-        '@triton.autotune(configs=autotune_configs(), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])',
+        f'@triton.autotune(configs=autotune_configs({bt}), key=["H", "IS_VARLEN", "PREC", "BASE_PREC", "REFINE_PREC"])',
         '@triton.jit(do_not_specialize=["T"])',
         f"def {name}(A, Ai, cu_seqlens, chunk_indices, T, H: tl.constexpr, IS_VARLEN: tl.constexpr,",
         f"{' ' * (len(name) + 5)}PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):",
