@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 #: Modules providing ``register(subparsers)``, in ``--help`` order.
 SUBCOMMANDS = (
+    "deltainv.plugin.serve.cli",
+    "deltainv.eval.parity_cli",
     "deltainv.eval.numerics_cli",
     "deltainv.plugin.doctor",
 )

