@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=${DELTAINV_VENV:-.venv}
-EXTRAS=${DELTAINV_EXTRAS:-triton,fla,dev}
+EXTRAS=${DELTAINV_EXTRAS:-triton,fla,dev,eval,serve}
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV with $($PY --version)" >&2
