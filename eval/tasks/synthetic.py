@@ -39,6 +39,8 @@ DIGITS = tuple(str(i) for i in range(10))
 SUMS = tuple(str(i) for i in range(19))
 
 TASKS = ("mqar", "kvlast", "copy", "arith")
+#: Documents used for training only (no evaluation file).
+TRAIN_ONLY = ("recall_stream",)
 
 #: Number of answer choices of every multiple-choice item (chance = 1 / N_CHOICES = 25%).
 N_CHOICES = 4
@@ -93,6 +95,32 @@ def make_mqar(rng: random.Random, n_pairs: int, n_queries: int) -> Instance:
     for i in rng.sample(range(n_pairs), n_queries):
         w.put(f"? {keys[i]}")
         w.answer(f" {values[i]}", values[i], pool=sorted(set(values) - {values[i]}), distance=0)
+        w.put("\n")
+    return w.done()
+
+
+def make_recall_stream(rng: random.Random, n_keys: int, n_pairs: int) -> Instance:
+    """Training-only recall document with dense supervision: ``kv:`` then ``n_pairs`` pairs over
+    ``n_keys`` keys, each key always with the same value, then one ``? key value`` line per key.
+    Every value of a key seen before is a target (it is recalled, not guessed), so a document
+    teaches many lookups at once; ``mqar`` gives one target per query line only."""
+    keys = rng.sample(KEYS, n_keys)
+    value_of = {k: rng.choice(VALUES) for k in keys}
+    order = keys + [rng.choice(keys) for _ in range(n_pairs - n_keys)]
+    rng.shuffle(order)
+    w = _Writer("recall_stream")
+    w.put("kv:")
+    seen = set()
+    for k in order:
+        w.put(f" {k}")
+        if k in seen:
+            w.inst.targets.append((w.pos, w.pos + 3))
+        w.put(f" {value_of[k]}")
+        seen.add(k)
+    w.put("\n")
+    for k in rng.sample(keys, n_keys):
+        w.put(f"? {k}")
+        w.answer(f" {value_of[k]}", value_of[k], pool=[])
         w.put("\n")
     return w.done()
 
@@ -155,6 +183,7 @@ SIZES = {
     "kvlast": {"n_keys": (4, 8), "n_updates": (64, 224)},
     "copy": {"length": (8, 40)},
     "arith": {"n_vars": (8, 24)},
+    "recall_stream": {"n_keys": (8, 48)},
 }
 
 
@@ -171,6 +200,9 @@ def sample_instance(task: str, rng: random.Random, sizes: dict | None = None) ->
     if task == "arith":
         n = rng.randint(*sz["n_vars"])
         return make_arith(rng, n, max(1, n // 2))
+    if task == "recall_stream":
+        n = rng.randint(*sz["n_keys"])
+        return make_recall_stream(rng, n, 3 * n)
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
