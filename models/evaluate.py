@@ -28,7 +28,7 @@ def lm_eval_command(model_dir: Path, tasks: list[str], out: Path, batch_size: in
     cmd = [sys.executable, "-m", "deltainv.eval.lmeval_offline", "--model", "hf",
            "--model_args", f"pretrained={model_dir},dtype=float32",
            "--tasks", ",".join(tasks), "--include_path", str(TASK_DIR),
-           "--device", "cpu", "--batch_size", str(batch_size), "--output_path", str(out)]
+           "--device", "cpu", "--batch_size", str(batch_size), "--output_path", str(out), "--log_samples"]
     return cmd + (["--limit", str(limit)] if limit else [])
 
 
@@ -37,6 +37,19 @@ def read_results(out: Path) -> dict:
     if not files:
         raise RuntimeError(f"lm-eval wrote no results under {out}")
     return json.loads(Path(files[-1]).read_text())
+
+
+#: Items per task whose per-item correctness is recorded, for the test that re-runs a slice.
+N_RECORDED_ITEMS = 48
+
+
+def first_items(out: Path, task: str, metric_key: str) -> list[int]:
+    """Per-item correctness (0/1) of the first ``N_RECORDED_ITEMS`` documents of ``task``."""
+    files = sorted(glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True))
+    metric = metric_key.split(",")[0]
+    rows = [json.loads(line) for line in Path(files[-1]).read_text().splitlines() if line.strip()]
+    by_id = {r["doc_id"]: r[metric] for r in rows}
+    return [int(round(float(by_id[i]))) for i in range(min(N_RECORDED_ITEMS, len(by_id)))]
 
 
 def summarize(results: dict) -> dict:
@@ -65,7 +78,9 @@ def main(argv=None) -> int:
         t0 = time.time()
         subprocess.run(cmd, check=True)
         results = read_results(Path(tmp))
-    table = summarize(results)
+        table = summarize(results)
+        for task, row in table.items():
+            row[f"first_{N_RECORDED_ITEMS}_correct"] = first_items(Path(tmp), task, row["metric"])
     record = {
         "command": ".venv/bin/python -m deltainv.eval.lmeval_offline --model hf --model_args "
                    f"pretrained=<this folder>,dtype=float32 --tasks {args.tasks} --include_path eval/tasks "
