@@ -27,6 +27,9 @@ from .openai_schema import APIError, parse_chat, parse_completion
 
 log = logging.getLogger("deltainv.serve")
 
+#: How often a non-streaming request checks that its client is still there.
+DISCONNECT_POLL_S = 0.1
+
 _ENDPOINTS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/health", "/metrics", "/tokenizer_info",
               "/tokenize", "/detokenize")
 
@@ -86,14 +89,32 @@ def create_app(engine: HFEngine, *, inversion_status: Callable[[], dict] | None 
 
     app = FastAPI(title="deltainv", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        path = request.url.path if request.url.path in _ENDPOINTS else "other"
-        requests_total.labels(path, str(response.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+    class CountRequests:
+        """Requests and latency per endpoint and status. A plain ASGI middleware: Starlette's
+        BaseHTTPMiddleware (``@app.middleware``) wraps ``receive`` so that handlers never see a
+        client's disconnect, and abandoned requests would run to the end."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            t0, status = time.perf_counter(), ["499"]  # nginx's "client closed request" until a response starts
+
+            async def send_counted(message):
+                if message["type"] == "http.response.start":
+                    status[0] = str(message["status"])
+                await send(message)
+
+            try:
+                await self.inner(scope, receive, send_counted)
+            finally:
+                path = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+                requests_total.labels(path, status[0]).inc()
+                latency.labels(path).observe(time.perf_counter() - t0)
+
+    app.add_middleware(CountRequests)
 
     @app.exception_handler(APIError)
     async def api_error(_, exc: APIError):
@@ -183,13 +204,19 @@ def create_app(engine: HFEngine, *, inversion_status: Callable[[], dict] | None 
         Starlette itself when its client leaves (and polling there would steal its receive channel).
         """
         queue, open_jobs, t0, first = jobs[0].events, len(jobs), jobs[0].created, True
+        checked = time.perf_counter()
         try:
             while open_jobs:
-                try:
-                    index, kind, payload = await asyncio.wait_for(queue.get(), timeout=0.25 if poll else None)
-                except TimeoutError:
+                # Poll on a clock, not only when the queue is idle: tokens can arrive faster than
+                # any idle timeout, and a client that left must stop its generation all the same.
+                if poll and time.perf_counter() - checked > DISCONNECT_POLL_S:
+                    checked = time.perf_counter()
                     if await request.is_disconnected():
-                        raise asyncio.CancelledError from None
+                        raise asyncio.CancelledError
+                try:
+                    index, kind, payload = await asyncio.wait_for(queue.get(),
+                                                                  timeout=DISCONNECT_POLL_S if poll else None)
+                except TimeoutError:
                     continue
                 if kind == "token" and first:
                     ttft.observe(time.perf_counter() - t0)

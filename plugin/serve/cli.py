@@ -76,12 +76,26 @@ def pick_engine(requested: str) -> tuple[str, str]:
     return "hf", "no CUDA GPU: the embedded transformers engine is the CPU default (see `deltainv serve --help`)"
 
 
-def _banner(url: str, model: str) -> str:
+#: The shipped model knows only its task format: show it a recall question (answer: 42).
+RECALL_DEMO = "kv: ba 17 ko 42 de 74 mu 05\\n? ko"
+
+
+def _demo(model_path: str) -> tuple[str, int]:
+    from deltainv.models import DEFAULT_MODEL
+
+    is_default = Path(model_path).expanduser().resolve() == DEFAULT_MODEL.resolve()
+    return (RECALL_DEMO, 2) if is_default else ("Hello", 16)
+
+
+def _banner(url: str, model: str, demo: str = "Hello", max_tokens: int = 16) -> str:
+    """What to paste: a curl and an openai call. ``demo`` is a JSON string body (escapes kept)."""
     py = (f'from openai import OpenAI\n'
           f'client = OpenAI(base_url="{url}/v1", api_key="none")\n'
-          f'print(client.completions.create(model="{model}", prompt="Hello", max_tokens=16).choices[0].text)')
+          f'print(client.completions.create(model="{model}", prompt="{demo}", max_tokens={max_tokens},'
+          f' temperature=0).choices[0].text)')
     curl = (f"curl -s {url}/v1/completions -H 'Content-Type: application/json' "
-            f"-d '{{\"model\": \"{model}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'")
+            f"-d '{{\"model\": \"{model}\", \"prompt\": \"{demo}\", \"max_tokens\": {max_tokens}, "
+            f"\"temperature\": 0}}'")
     return (f"deltainv serve: listening on {url}  (model name: {model})\n"
             f"  try:  {curl}\n"
             f"  or, in Python:\n" + "\n".join("    " + line for line in py.splitlines()))
@@ -143,7 +157,7 @@ def _exec_engine(engine: str, args, model: str, extra: list[str]) -> int:
     name = model
     if "--served-model-name" in extra:
         name = extra[extra.index("--served-model-name") + 1]
-    print(_banner(f"http://{args.host}:{args.port}", name), file=sys.stderr, flush=True)
+    print(_banner(f"http://{args.host}:{args.port}", name, *_demo(model)), file=sys.stderr, flush=True)
     print(f"deltainv serve: exec {shlex.join(argv)}", file=sys.stderr, flush=True)
     os.execvpe(argv[0], argv, {**os.environ, **env})
     return 0  # not reached
@@ -178,6 +192,6 @@ def _run_hf(args, model: str) -> int:
     engine = HFEngine(model, dtype=dtype, device=device, max_model_len=args.max_model_len,
                       max_active=args.max_active, max_queue=args.max_queue, served_model_name=args.served_model_name)
     app = create_app(engine, inversion_status=status, drain_timeout=args.drain_timeout)
-    print(_banner(f"http://{args.host}:{args.port}", engine.model_name), file=sys.stderr, flush=True)
+    print(_banner(f"http://{args.host}:{args.port}", engine.model_name, *_demo(model)), file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.drain_timeout)
     return 0

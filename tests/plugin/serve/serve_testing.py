@@ -41,6 +41,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(probe, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """Call ``probe`` until it stops raising; fail with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            probe()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not up after {timeout} s:\n{log.read_text()[-4000:]}") from None
+            time.sleep(1)
+
+
 class Server:
     """``deltainv serve`` in a subprocess (temporary cwd, the environment a user would have)."""
 
@@ -66,7 +81,8 @@ class Server:
         raise TimeoutError(f"not healthy after {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         return self.log.read_text()
 
     def stop(self, timeout: float = 60) -> int:

@@ -62,10 +62,11 @@ def test_client_disconnect_cancels_its_work(server, tiny_model):
         time.sleep(0.2)
     else:
         pytest.fail("the abandoned stream kept its worker slot")
-    # a non-streaming client that goes away is cancelled too
+    # a non-streaming client that goes away is cancelled too, while its tokens are still flowing
+    # (the client leaves after 0.1 s; the generation takes seconds)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.base + "/v1/completions", timeout=1.0,
-                   json={"model": tiny_model.name, "prompt": "a", "max_tokens": 900, "temperature": 0})
+        httpx.post(server.base + "/v1/completions", timeout=httpx.Timeout(5.0, read=0.1),
+                   json={"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0})
     deadline = time.monotonic() + 30
     while _metric(server.base, "deltainv_engine_jobs_total", '{outcome="cancelled"}') < before + 2:
         assert time.monotonic() < deadline, "the abandoned request was not cancelled"
@@ -91,4 +92,6 @@ def test_sigterm_drains_the_request_in_flight(tiny_model, tmp_path):
     code = s.stop()
     assert box["r"].status_code == 200, box["r"].text
     assert box["r"].json()["usage"]["completion_tokens"] == 300 or box["r"].json()["choices"][0]["finish_reason"] == "stop"
-    assert code == 0, s.output()[-2000:]
+    # uvicorn re-raises the signal once it has shut down, so the exit status says "terminated by SIGTERM"
+    assert code in (0, -signal.SIGTERM), s.output()[-2000:]
+    assert "Application shutdown complete" in s.output()
