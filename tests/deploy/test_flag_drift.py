@@ -130,3 +130,13 @@ def test_the_checks_fail_on_drift():
     assert check_variables([("DELTAINV_PRECISION", "fp8")])
     assert check_variables([("DELTAINV_METHOD", "no_such_method")])
     assert check_variables([("DELTAINV_METHOD", "mxr_refine"), ("DELTAINV_PRECISION", "fp32")]) == []
+
+
+def test_every_path_the_readme_commands_name_exists():
+    """Copy-paste: `-f deploy/...`, `-k deploy/...` and scripts in the README's shell blocks exist."""
+    blocks = "\n".join(re.findall(r"```(?:bash|sh|shell)\n(.*?)```", README.read_text(), flags=re.S))
+    paths = set(re.findall(r"(?<![\w/])(deploy/[\w./-]+)", blocks))
+    assert {"deploy/compose.yaml", "deploy/docker/vllm.Dockerfile", "deploy/k8s/base",
+            "deploy/k8s/gate/run-gate.sh", "deploy/k8s/argo/rollout.yaml"} <= paths
+    for p in paths:
+        assert (DEPLOY.parent / p).exists(), p

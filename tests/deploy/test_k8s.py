@@ -129,3 +129,27 @@ def test_argo_analysis_template_runs_the_same_job(tmp_path):
     for version in K8S_VERSIONS:
         proc = k8s_validate(out, version)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_argo_rollout_adopts_the_deployment_and_runs_the_parity_analysis(tmp_path):
+    docs = list(yaml.safe_load_all((K8S / "argo" / "rollout.yaml").read_text()))
+    rollout, preview = find(docs, "Rollout", "deltainv-server"), find(docs, "Service", "deltainv-server-preview")
+    base = render(K8S / "base")
+    dep, c = server(base)
+    assert rollout["spec"]["workloadRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": dep["metadata"]["name"], "scaleDown": "onsuccess"}
+    assert rollout["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    bg = rollout["spec"]["strategy"]["blueGreen"]
+    assert bg["activeService"] == "deltainv-server" and bg["previewService"] == preview["metadata"]["name"]
+    assert preview["spec"]["selector"] == find(base, "Service", "deltainv-server")["spec"]["selector"]
+    tmpl = yaml.safe_load((K8S / "argo" / "analysis-template.yaml").read_text())
+    analysis = bg["prePromotionAnalysis"]
+    assert analysis["templates"] == [{"templateName": tmpl["metadata"]["name"]}]
+    given = {a["name"]: a["value"] for a in analysis["args"]}
+    required = {a["name"] for a in tmpl["spec"]["args"] if "value" not in a}
+    assert required <= set(given) <= {a["name"] for a in tmpl["spec"]["args"]}
+    assert given["candidate-url"] == "http://deltainv-server-preview:8000/v1/completions"
+    assert given["image"] == c["image"] and given["model"] == configmap_for(base, c)["MODEL"]
+    out = tmp_path / "preview.yaml"
+    out.write_text(yaml.safe_dump(preview))
+    assert k8s_validate(out, K8S_VERSIONS[-1]).returncode == 0
