@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     arms = p.add_argument_group("arms")
     arms.add_argument("--model", help="local model directory (in-process transformers, or what --launch serves)")
-    arms.add_argument("--candidate", default="mxr_refine", choices=list(METHODS),
-                      help="candidate's inversion method (default mxr_refine)")
+    arms.add_argument("--candidate", default="mxr_refine", choices=["off", *METHODS],
+                      help="candidate's inversion method (default mxr_refine; off runs the engine's own kernel, "
+                           "an A/A check)")
     arms.add_argument("--candidate-precision", choices=PRECISIONS, default=None)
     arms.add_argument("--candidate-options", default=None, help="method options, e.g. refine_precision=tf32x3")
     arms.add_argument("--baseline", default="off", choices=["off", *METHODS],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -115,6 +116,15 @@ def compare(base: dict, cand: dict, config: ParityConfig) -> tuple[dict[str, dic
         entry = {"metric": b["metric"], "output_type": b["output_type"], **r.as_dict()}
         if b["output_type"] == "multiple_choice":
             entry["drift"] = loglik_drift([bi[d]["lls"] for d in ids], [ci[d]["lls"] for d in ids]).as_dict()
+            broken = sum(1 for d in ids if all(map(math.isfinite, bi[d]["lls"]))
+                         and not all(map(math.isfinite, ci[d]["lls"])))
+            entry["nonfinite_items"] = broken
+            if broken:
+                # A candidate that turns finite loglikelihoods into inf/NaN is broken whatever the
+                # accuracy says (argmax over NaN still "picks" a choice).
+                entry["verdict"] = FAIL
+                entry["reason"] = (f"the candidate's loglikelihoods are non-finite on {broken} of {len(ids)} items "
+                                   f"where the baseline's are finite")
         tasks[task] = entry
     verdicts = {t["verdict"] for t in tasks.values()}
     verdict = FAIL if FAIL in verdicts else INCONCLUSIVE if INCONCLUSIVE in verdicts else PASS

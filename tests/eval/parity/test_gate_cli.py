@@ -1,0 +1,74 @@
+"""``deltainv parity`` end to end on the shipped model and tasks: real lm-eval, one process per arm.
+
+- the engine's own kernel against itself passes with zero drift (an A/A run);
+- a stable method (``mxr_refine``) passes against the engine's kernel at the default 1-point margin;
+- the unstable ``product`` form at ``fp16`` with the guard off fails;
+- too few items give "inconclusive" (exit 2), with the items needed.
+
+400 items of ``deltainv_mqar_mc`` are about what a 1-point margin needs when the arms agree on
+every item (the exact bound's rule of three: 3.7/n < 1 %).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deltainv.models import DEFAULT_MODEL
+
+pytestmark = pytest.mark.slow
+DELTAINV = str(Path(sys.executable).with_name("deltainv"))
+
+
+def _parity(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+    out = tmp_path / "report"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAINV_") and k != "TRITON_INTERPRET"}
+    proc = subprocess.run([DELTAINV, "parity", "--model", str(DEFAULT_MODEL), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
+    report = json.loads((out / "parity.json").read_text()) if (out / "parity.json").exists() else {}
+    return proc.returncode, report, proc.stdout + proc.stderr
+
+
+def test_baseline_against_itself_passes_with_zero_drift(tmp_path):
+    code, report, log = _parity(tmp_path, "--baseline", "off", "--candidate", "off", "--tasks", "deltainv_mqar_mc",
+                                "--limit", "400")
+    assert code == 0, log[-3000:]
+    task = report["tasks"]["deltainv_mqar_mc"]
+    assert task["n"] == 400 and task["verdict"] == "pass"
+    assert task["n10"] == task["n01"] == 0
+    assert task["drift"]["max_abs"] == 0.0 and task["drift"]["argmax_flips"] == 0
+    for name in ("parity.md", "parity.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_stable_method_passes_against_the_engine_kernel(tmp_path):
+    code, report, log = _parity(tmp_path, "--candidate", "mxr_refine", "--tasks", "deltainv_mqar_mc",
+                                "--limit", "400")
+    assert code == 0, log[-3000:]
+    task = report["tasks"]["deltainv_mqar_mc"]
+    assert task["verdict"] == "pass" and task["ci_low"] > -0.01
+    assert 0 < task["drift"]["max_abs"] < 1e-3  # a different kernel: tiny, non-zero drift
+    assert "PASS (exit 0)" in log
+
+
+def test_product_fp16_without_guard_fails(tmp_path):
+    code, report, log = _parity(tmp_path, "--candidate", "product", "--candidate-precision", "fp16", "--guard", "off",
+                                "--tasks", "deltainv_mqar_mc,deltainv_kvlast_mc", "--limit", "40")
+    assert code == 1, log[-3000:]
+    assert report["verdict"] == "fail"
+    kv = report["tasks"]["deltainv_kvlast_mc"]
+    assert kv["verdict"] == "fail" and kv["drift"]["argmax_flips"] > 0
+
+
+def test_too_few_items_is_inconclusive_and_says_how_many_are_needed(tmp_path):
+    code, report, log = _parity(tmp_path, "--candidate", "substitution", "--tasks", "deltainv_mqar_mc",
+                                "--limit", "30")
+    assert code == 2, log[-3000:]
+    task = report["tasks"]["deltainv_mqar_mc"]
+    assert task["verdict"] == "inconclusive" and task["items_needed"] > 30
+    assert "are needed" in log
