@@ -21,3 +21,23 @@ def test_ci_runs_the_readme_test_command():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
     assert ci == [test_cmd]
+
+
+def _tagged(text: str, tag: str) -> str:
+    m = re.search(rf"<!-- test: {re.escape(tag)} -->\s*(```[a-z]*\n.*?```)", text, re.S)
+    assert m, f"no block tagged {tag}"
+    return m.group(1)
+
+
+def test_engine_sections_are_the_tested_commands_of_docs_plugin():
+    """tests/plugin/engines run docs/plugin.md's tagged blocks; the README must show the same ones."""
+    readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "plugin.md").read_text()
+    for tag in ("vllm-serve", "sglang-serve"):
+        assert _tagged(readme, tag) == _tagged(docs, tag), tag
+
+
+def test_deploy_section_is_the_checked_one_in_deploy_readme():
+    """tests/deploy check deploy/README.md's commands against the CLI; the README carries the same section."""
+    readme, deploy = (ROOT / "README.md").read_text(), (ROOT / "deploy" / "README.md").read_text()
+    section = deploy[deploy.index("## Deploy"):deploy.index("\n---\n")].strip()
+    assert section in readme
