@@ -8,6 +8,7 @@ CI (``.ci/run``) creates them, and a skipped engine test would hide a broken plu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -27,6 +28,21 @@ def venv_python(name: str) -> Path:
     if not python.exists():
         pytest.fail(f"{python} is missing: run scripts/setup.sh (it creates {name})")
     return python
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM the process group ``proc`` leads (started with ``start_new_session=True``); SIGKILL it
+    if it has not exited after ``timeout`` seconds. Engines spawn workers: all of them must go."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

