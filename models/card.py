@@ -64,6 +64,8 @@ def render(folder: Path) -> str:
         f" {tr['tokens_seen_padded']:,} tokens in all; AdamW lr {tr['lr']}, {tr['schedule']}",
         f"- loss: {tr['loss']}",
         f"- task weights {tr['task_weights']}; curriculum {tr['curriculum']}",
+        f"- init: {tr.get('init', 'default')}"
+        + (f" ({tr['recall_init']['description']})" if tr.get("recall_init") else ""),
         f"- GDN init: {tr['gdn_init']}",
         f"- **wall time {tr['wall_time_s'] / 60:.1f} min** on {tr['machine']},"
         f" {tr['torch_threads']} torch thread, torch {tr['torch']}, transformers {tr['transformers']}",

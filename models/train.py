@@ -13,6 +13,13 @@ evaluation files), sized to about ``--tokens`` tokens and right-padded. The loss
 cross-entropy on answer tokens only (each answer and the newline that ends it), so the model
 learns the lookup, not the random context. AdamW, linear warm-up then cosine decay, gradient
 clipping at 1.0. One torch thread by default so a shared 2-core box stays usable.
+
+By default (``--init recall``) the model starts from ``deltainv.models.recall_init``: the
+delta-rule lookup circuit written into GDN layer 1 (a shift convolution, a write gate on value
+tokens, no forgetting, random key/value codes), so it recalls at step 0; training then learns the
+rest (answer formats, the closing newline, copying, arithmetic) on evaluation-sized documents.
+``--init default`` is transformers' init plus the GDN decay init below, with the small-document
+curriculum; from it, 4,400 steps stayed near chance (see ``docs/models.md``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import torch  # noqa: E402
 
 from deltainv.eval.tasks import synthetic  # noqa: E402
 from deltainv.models import config as model_config  # noqa: E402
+from deltainv.models import recall_init  # noqa: E402
 from deltainv.models import tokenizer as model_tokenizer  # noqa: E402
 
 #: Share of steps spent on each task (mqar is the main recall task).
@@ -166,14 +174,14 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output model folder")
-    p.add_argument("--steps", type=int, default=4400)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--tokens", type=int, default=2048, help="padded tokens per batch")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--recall-phase", type=float, default=0.2,
                    help="fraction of the steps (first) spent on small recall documents only")
     p.add_argument("--ramp", type=float, default=0.4,
                    help="fraction of the steps, after the recall phase, over which sizes grow to full")
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=1, help="seeds torch init and the data stream")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a core free)")
@@ -181,9 +189,13 @@ def parse_args(argv=None):
                    help="continue from this model folder (weights only; fresh optimizer, schedule "
                         "and data seed); its training.json is kept as the previous segment")
     p.add_argument("--full-sizes", action="store_true",
-                   help="skip the recall phase and the size ramp (for a --resume segment)")
+                   help="skip the recall phase and the size ramp (implied by --init recall; for a "
+                        "--resume segment)")
+    p.add_argument("--init", choices=("default", "recall"), default="recall",
+                   help="recall: write the delta-rule lookup circuit into GDN layer 1 before training "
+                        "(models/recall_init.py); default: transformers' init + the GDN decay init")
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=400)
     return p.parse_args(argv)
 
 
@@ -199,6 +211,7 @@ def main(argv=None) -> int:
     vocab = 64 * math.ceil(tok.get_vocab_size() / 64)
     cfg = Qwen3NextConfig(**model_config.config_kwargs(vocab, eos_id))
     previous = None
+    init_params = None
     if args.resume is not None:
         model = Qwen3NextForCausalLM.from_pretrained(str(args.resume), dtype=torch.float32)
         prev_record = args.resume / "training.json"
@@ -206,6 +219,8 @@ def main(argv=None) -> int:
     else:
         model = Qwen3NextForCausalLM(cfg)
         init_gdn_decay(model, torch.Generator().manual_seed(args.seed))
+        if args.init == "recall":
+            init_params = recall_init.apply(model, tok, torch.Generator().manual_seed(args.seed))
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[train] {n_params:,} parameters, vocab {tok.get_vocab_size()} (table {vocab}), "
@@ -222,11 +237,14 @@ def main(argv=None) -> int:
     history = []
     t0 = time.time()
     n_tokens = 0
+    # The curriculum exists to get a randomly initialised model past the recall plateau; with the
+    # recall circuit written in at step 0 every step uses the evaluation sizes.
+    full_sizes = args.full_sizes or (args.resume is None and args.init == "recall")
     for step in range(args.steps):
-        phase1 = 0 if args.full_sizes else int(args.recall_phase * args.steps)
+        phase1 = 0 if full_sizes else int(args.recall_phase * args.steps)
         # Recall phase: small mqar only, until the lookup circuit exists; then the mixture.
         task = data_rng.choice(RECALL_PHASE_TASKS) if step < phase1 else data_rng.choices(tasks, weights)[0]
-        sizes = None if args.full_sizes else curriculum_sizes(step, int(args.ramp * args.steps), start_step=phase1)
+        sizes = None if full_sizes else curriculum_sizes(step, int(args.ramp * args.steps), start_step=phase1)
         x, y = make_batch(tok, task, data_rng, args.tokens, eos_id, sizes)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
@@ -273,9 +291,14 @@ def main(argv=None) -> int:
         "optimizer": "AdamW(betas=(0.9, 0.98)), grad clip 1.0",
         "task_weights": TASK_WEIGHTS,
         "task_sizes": synthetic.SIZES,
-        "curriculum": {"recall_phase_fraction": args.recall_phase, "start_sizes": START_SIZES,
-                       "ramp_fraction_of_steps": args.ramp},
-        "gdn_init": "A = 1, dt log-uniform [1e-4, 1e-2] (dt_bias = softplus^-1(dt))",
+        "curriculum": "off (evaluation sizes from step 0)" if full_sizes else
+        {"recall_phase_fraction": args.recall_phase, "start_sizes": START_SIZES,
+         "ramp_fraction_of_steps": args.ramp},
+        "gdn_init": "A = 1, dt log-uniform [1e-4, 1e-2] (dt_bias = softplus^-1(dt))"
+        + ("; in the GDN layers the recall circuit does not overwrite" if init_params else ""),
+        "init": ("resumed from " + str(args.resume)) if args.resume is not None else args.init,
+        "recall_init": None if init_params is None else {"params": init_params,
+                                                         "description": recall_init.describe(init_params)},
         "loss": "cross-entropy on answer tokens (+ closing newline) only",
         "parameters": n_params,
         "torch_threads": args.threads,
