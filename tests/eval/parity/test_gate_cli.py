@@ -1,11 +1,12 @@
 """``deltainv parity`` end to end on the shipped model and tasks: real lm-eval, one process per arm.
 
 - the engine's own kernel against itself passes with zero drift (an A/A run);
-- a stable method (``mxr_refine``) passes against the engine's kernel at the default 1-point margin;
+- a stable method (``mxr_refine``) passes against the engine's kernel at the default 1-point margin,
+  on ``deltainv_kvlast_mc`` (overwritten keys: the task whose answers depend on the inverse);
 - the unstable ``product`` form at ``fp16`` with the guard off fails;
 - too few items give "inconclusive" (exit 2), with the items needed.
 
-400 items of ``deltainv_mqar_mc`` are about what a 1-point margin needs when the arms agree on
+400 items are about what a 1-point margin needs when the arms agree on
 every item (the exact bound's rule of three: 3.7/n < 1 %).
 """
 
@@ -47,10 +48,11 @@ def test_baseline_against_itself_passes_with_zero_drift(tmp_path):
 
 
 def test_stable_method_passes_against_the_engine_kernel(tmp_path):
-    code, report, log = _parity(tmp_path, "--candidate", "mxr_refine", "--tasks", "deltainv_mqar_mc",
+    # kvlast: the shipped task whose answers depend on the inverse (docs/models.md, "Status")
+    code, report, log = _parity(tmp_path, "--candidate", "mxr_refine", "--tasks", "deltainv_kvlast_mc",
                                 "--limit", "400")
     assert code == 0, log[-3000:]
-    task = report["tasks"]["deltainv_mqar_mc"]
+    task = report["tasks"]["deltainv_kvlast_mc"]
     assert task["verdict"] == "pass" and task["ci_low"] > -0.01
     assert 0 < task["drift"]["max_abs"] < 1e-3  # a different kernel: tiny, non-zero drift
     assert "PASS (exit 0)" in log

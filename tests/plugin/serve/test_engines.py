@@ -28,13 +28,14 @@ def test_no_arguments_serves_the_shipped_model_and_the_printed_curl_works(tmp_pa
         assert done.returncode == 0, done.stderr
         body = httpx.Response(200, content=done.stdout).json()
         assert body["object"] == "text_completion" and body["model"] == DEFAULT_MODEL.name
-        assert body["usage"]["completion_tokens"] >= 1
+        assert body["choices"][0]["text"].strip() == "42"  # the shipped model recalls ko -> 42
         metrics = httpx.get(s.base + "/metrics").text
         assert 'deltainv_inversion_info{method="mxr_refine",precision="fp32"} 1.0' in metrics  # on by default
         py = "\n".join(line[4:] for line in out.splitlines() if line.startswith("    "))
         ran = subprocess.run([str(plugin_testing.ROOT / ".venv" / "bin" / "python"), "-c", py], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)
         assert ran.returncode == 0, ran.stderr[-2000:]
+        assert ran.stdout.strip() == "42"
     finally:
         assert s.stop() in (0, -signal.SIGTERM)
 
