@@ -79,8 +79,10 @@ def markdown(report: dict) -> str:
         for t, r in row["tasks"].items():
             if r["verdict"] != "pass":
                 lines.append(f"- {row['candidate']}, `{t}`: {r['reason']}")
-    lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: "
-              "`python -m deltainv.eval.parity.headline`.", ""]
+    ns = [r["candidate"].split()[1] for r in report["candidates"] if r["candidate"].startswith("newton_schulz")]
+    cmd = "python -m deltainv.eval.parity.headline" + (f" --limit {cfg['limit']}" if cfg["limit"] else "")
+    cmd += f" --ns-iters {','.join(ns)}" if ns else ""
+    lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: `{cmd}`.", ""]
     return "\n".join(lines)
 
 
@@ -92,7 +94,7 @@ def plot(report: dict, path: Path) -> None:
 
     tasks = list(report["baseline_acc"])
     rows = report["candidates"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 6.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / (len(rows) + 1)
     xs = range(len(tasks))
     ax.bar([x for x in xs], [100 * report["baseline_acc"][t] for t in tasks], width, label="baseline", color="black")
@@ -102,7 +104,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xticks([x + 0.4 for x in xs], [t.removeprefix("deltainv_") for t in tasks])
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy per task and candidate")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     ns = [r for r in rows if r["candidate"].startswith("newton_schulz")]
     if ns:
         iters = [int(r["candidate"].split()[1]) for r in ns]
