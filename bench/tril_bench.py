@@ -147,7 +147,8 @@ def _rel(a, b) -> float:
 # parts
 
 
-def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, done=lambda: None):
+def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, done=lambda: None,
+                     pick=re.compile("")):
     import torch
 
     from deltainv.kernels import solve_tril
@@ -183,7 +184,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
             impls["fla/tf32"] = (_fla_tf32(fla_solve_tril, A, cu, ci, out_dtype),
                                  _fla_tf32(fla_solve_tril, A, cu, ci, torch.float32))
         for name, kw in ours:
-            if not IMPLS.search(f"deltainv {name}"):
+            if not pick.search(f"deltainv {name}"):
                 continue
             impls[f"deltainv {name}"] = (lambda kw=kw: solve_tril(A, cu, ci, out_dtype, backend="triton", **kw),
                                          lambda kw=kw: solve_tril(A, cu, ci, torch.float32, backend="triton", **kw))
@@ -253,10 +254,7 @@ INTRA_OURS = [
     ("deltainv mxr tf32+x3 base", dict(method="mxr", precision="tf32", base_precision="tf32x3")),
     ("deltainv substitution tf32, bf16 W/U", dict(method="substitution", precision="tf32", wu_precision="bf16")),
 ]
-IMPLS = re.compile("")  # --impls
-
-
-def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None):
+def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None, pick=re.compile("")):
     import torch
 
     from deltainv.kernels.gdn.pytorch import chunk_gated_delta_rule_fwd_intra as reference
@@ -264,7 +262,6 @@ def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None):
     from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra as fla_intra
 
     LN2 = math.log(2.0)
-    ours = INTRA_OURS
     for shape, (B, T, H, HV, K, V, varlen) in grid.items():
         cu = None
         if varlen:
@@ -280,8 +277,8 @@ def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None):
         nbytes = _nbytes(t["k"], t["v"], t["gc"], t["beta"]) + 2 * (B * T * HV * (K + V + 64))
         impls = {"fla fused kkt+solve+w/u": lambda: fla_intra(t["k"], t["v"], g2, t["beta"], cu_seqlens=cu_l,
                                                                 chunk_size=64, chunk_indices=ci)}
-        for name, kw in ours:
-            if not IMPLS.search(name):
+        for name, kw in INTRA_OURS:
+            if not pick.search(name):
                 continue
             impls[name] = (lambda kw=kw: fused(t["k"], t["v"], t["gc"], t["beta"], cu, 64, ci, **kw))
         # float64-grade reference on a slice: first 512 tokens of the first sequence
@@ -305,7 +302,7 @@ def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None):
         done()
 
 
-def bench_forward(grid, device, bench, copy_gbps, points, log, done=lambda: None):
+def bench_forward(grid, device, bench, copy_gbps, points, log, done=lambda: None, pick=re.compile("")):
     import torch
 
     import fla.ops.gated_delta_rule.chunk as fla_chunk
@@ -314,8 +311,12 @@ def bench_forward(grid, device, bench, copy_gbps, points, log, done=lambda: None
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     stock = fla_chunk.chunk_gated_delta_rule_fwd_intra
-    label, kw = next((n, k) for n, k in INTRA_OURS if IMPLS.search(n) and "wu_precision" not in k)
-    kw = dict(kw)
+    # the first intra configuration --impls keeps that fla's forward can take (it does W/U itself)
+    chosen = [(n, dict(k)) for n, k in INTRA_OURS if pick.search(n) and "wu_precision" not in k]
+    if not chosen:
+        log("[forward] skipped: --impls keeps no intra configuration without wu_precision")
+        return
+    label, kw = chosen[0]
     ours = dropin.fla_gdn_fwd_intra(kw.pop("method"), kw.pop("precision"), backend="triton", **kw)
     for shape, (B, T, H, HV, K, V, varlen) in grid.items():
         cu = None
@@ -468,10 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             "fla": getattr(fla, "__version__", "?"), "copy_gbps": copy_gbps, "toy": args.toy,
             "timer": "triton.testing.do_bench median" if device == "cuda" else "wall-clock median of 3 (interpreter)",
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
-    global IMPLS
-    IMPLS = re.compile(args.impls)
-    pick = re.compile(args.shapes)
-    g_tril, g_intra, g_fwd = ({k: v for k, v in g.items() if pick.search(k)} for g in grids(args.toy))
+    impls, shapes = re.compile(args.impls), re.compile(args.shapes)
+    g_tril, g_intra, g_fwd = ({k: v for k, v in g.items() if shapes.search(k)} for g in grids(args.toy))
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     out = Path(args.out) if args.out else RESULTS / slug
     points: list[Point] = []
@@ -483,11 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             write_results(points, meta, out)
 
     if "solve_tril" in parts:
-        bench_solve_tril(g_tril, device, bench, copy_gbps, points, log, checkpoint)
+        bench_solve_tril(g_tril, device, bench, copy_gbps, points, log, checkpoint, impls)
     if "intra" in parts:
-        bench_intra(g_intra, device, bench, copy_gbps, points, log, checkpoint)
+        bench_intra(g_intra, device, bench, copy_gbps, points, log, checkpoint, impls)
     if "forward" in parts:
-        bench_forward(g_fwd, device, bench, copy_gbps, points, log, checkpoint)
+        bench_forward(g_fwd, device, bench, copy_gbps, points, log, checkpoint, impls)
     for p in ("tril_bench.json", "tril_bench.md", "tril_bench.png"):
         log(f"wrote {out / p}")
     return 0
