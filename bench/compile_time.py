@@ -7,14 +7,19 @@ tf32x3). Triton's wheel ships ptxas, so the compile itself can be measured on a 
     python -m deltainv.bench.compile_time                         # every inversion kernel, sm_90
     python -m deltainv.bench.compile_time --kernels 'mxr_refine_bt64' --precisions tf32:tf32x3:tf32x3
 
-Reports seconds and PTX size per (kernel, warps, precisions), times the autotune config count, and
-writes JSON and Markdown to ``bench/results/<host>/compile_time.*``. It asserts nothing.
+Reports, per (kernel, warps, precisions): seconds, PTX size, and ptxas's own account of the cubin
+(registers per thread, spill bytes) with the number of warp-wide MMA instructions each warp issues.
+Those last ones are what a CPU box can say about speed: spills go to local memory, and an MMA count
+that does not fall as warps are added means every warp repeats the same tile products. Writes JSON
+and Markdown to ``bench/results/<host>/compile_time.*``. It asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
+import io
 import json
 import os
 import platform
@@ -38,9 +43,25 @@ def _jit(kernel):
     return kernel
 
 
-def compile_kernel(kernel, warps: int, prec: str, base: str, refine: str, arch: int = 90) -> tuple[float, int]:
-    """Seconds to compile ``kernel`` (an inversion kernel of kernels/tril/_generated.py) and its PTX size."""
+def ptxas_stats(log: str) -> dict[str, int]:
+    """Registers per thread and spill bytes from a ``ptxas -v`` log (-1 where it says nothing)."""
+
+    def grab(pattern: str) -> int:
+        m = re.search(pattern, log)
+        return int(m.group(1)) if m else -1
+
+    return {"registers": grab(r"Used (\d+) registers"), "spill_stores": grab(r"(\d+) bytes spill stores"),
+            "spill_loads": grab(r"(\d+) bytes spill loads")}
+
+
+def compile_kernel(kernel, warps: int, prec: str, base: str, refine: str, arch: int = 90) -> dict[str, float]:
+    """Compile ``kernel`` (an inversion kernel of kernels/tril/_generated.py) cold for ``sm_<arch>``.
+
+    Returns seconds, PTX characters, ptxas's registers and spill bytes, and ``mma_per_warp``: the
+    MMA instructions in the (per-thread, so per-warp) PTX.
+    """
     import triton
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
@@ -50,16 +71,24 @@ def compile_kernel(kernel, warps: int, prec: str, base: str, refine: str, arch: 
     values = {"H": 4, "IS_VARLEN": False, "PREC": prec, "BASE_PREC": base, "REFINE_PREC": refine}
     signature = {p: types.get(p, "constexpr") for p in params}
     constexprs = {(params.index(k),): v for k, v in values.items() if k in params}
-    t0 = time.perf_counter()
-    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                              target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": 1})
-    return time.perf_counter() - t0, len(compiled.asm["ptx"])
+    log = io.StringIO()
+    # Triton runs ptxas with -v and prints its log on request; keep it instead of running ptxas twice.
+    with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+        knobs.nvidia.dump_ptxas_log = True
+        t0 = time.perf_counter()
+        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+                                  target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": 1})
+        seconds = time.perf_counter() - t0
+    ptx = compiled.asm["ptx"]
+    mma = len(re.findall(r"^\s*(?:@%p\d+\s+)?w?mma\.", ptx, flags=re.MULTILINE))
+    return {"seconds": seconds, "ptx_chars": len(ptx), "mma_per_warp": mma, **ptxas_stats(log.getvalue())}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernels", default="", help="regular expression on kernel names (default: all)")
     ap.add_argument("--precisions", default=",".join(DEFAULT_PRECISIONS), help="merge:base:refine, comma list")
+    ap.add_argument("--warps", default="", help="comma list of warp counts (default: each chunk size's autotune set)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
     args = ap.parse_args(argv)
@@ -85,19 +114,21 @@ def _run(args) -> int:
     rows = []
     for name in names:
         bt = int(re.search(r"_bt(\d+)_", name).group(1))
-        warps = triton_tiles.WARPS[bt]
+        warps = [int(w) for w in args.warps.split(",")] if args.warps else triton_tiles.WARPS[bt]
         for spec in args.precisions.split(","):
             prec, base, refine = spec.split(":")
             if name.startswith("substitution") and (base, refine) != (prec, prec):
                 base = refine = prec  # substitution has no base or refine stage
-            secs = []
             for w in warps:
-                s, ptx = compile_kernel(getattr(_generated, name), w, prec, base, refine, args.arch)
-                secs.append(s)
+                r = compile_kernel(getattr(_generated, name), w, prec, base, refine, args.arch)
                 rows.append({"kernel": name, "bt": bt, "warps": w, "precisions": f"{prec}:{base}:{refine}",
-                             "seconds": round(s, 2), "ptx_kchars": round(ptx / 1e3)})
-                print(f"[compile] {name:<26} warps {w}  {prec}:{base}:{refine:<8} {s:6.1f} s  "
-                      f"ptx {ptx / 1e3:5.0f}k", file=sys.stderr, flush=True)
+                             "seconds": round(r["seconds"], 2), "ptx_kchars": round(r["ptx_chars"] / 1e3),
+                             "registers": r["registers"], "spill_bytes": r["spill_stores"] + r["spill_loads"],
+                             "mma_per_warp": r["mma_per_warp"]})
+                print(f"[compile] {name:<26} warps {w}  {prec}:{base}:{refine:<8} {r['seconds']:6.1f} s  "
+                      f"ptx {r['ptx_chars'] / 1e3:5.0f}k  regs {r['registers']:3d}  "
+                      f"spill {r['spill_stores'] + r['spill_loads']:5d} B  mma/warp {r['mma_per_warp']}",
+                      file=sys.stderr, flush=True)
     host = f"cpu-{platform.machine()}".lower().replace("_", "-")
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)
@@ -107,9 +138,12 @@ def _run(args) -> int:
     lines = [f"# Triton compile time of deltainv's inversion kernels for sm_{args.arch}", "",
              f"triton {meta['triton']}, compiled on this CPU (no GPU), {meta['date']}. One row per autotune config; "
              f"a first call compiles every config of its chunk size ({meta['autotune_warps']}).", "",
-             "| kernel | warps | merge:base:refine | seconds | PTX (k chars) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['kernel']} | {r['warps']} | {r['precisions']} | {r['seconds']} | {r['ptx_kchars']} |"
-              for r in rows]
+             "Registers and spill bytes (stores + loads, per thread) are ptxas's; MMA/warp counts the warp-wide "
+             "MMA instructions in the PTX, so MMA/warp x warps is the tensor-core work of one program.", "",
+             "| kernel | warps | merge:base:refine | seconds | PTX (k chars) | registers | spill bytes | MMA/warp |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['kernel']} | {r['warps']} | {r['precisions']} | {r['seconds']} | {r['ptx_kchars']} | "
+              f"{r['registers']} | {r['spill_bytes']} | {r['mma_per_warp']} |" for r in rows]
     (out / "compile_time.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'compile_time.json'} and compile_time.md", file=sys.stderr)
     return 0
