@@ -1,6 +1,7 @@
-"""Triton helpers shared by the generated tile kernels: 16x16 tiles, precision-aware products.
+"""Triton helpers shared by the generated tile kernels: square fp32 tiles, precision-aware products.
 
-All kernels work on 16x16 fp32 register tiles (the smallest ``tl.dot`` shape). ``mm`` maps the
+The kernels work on square fp32 register tiles: 16x16 (the smallest ``tl.dot`` shape) and, where the
+16x16 code would not fit in registers, 32x32. ``mm`` maps the
 project's precision vocabulary onto ``tl.dot``: ``fp32`` -> ``ieee``, ``tf32``, ``tf32x3``, and
 ``fp16`` / ``bf16`` by casting the operands (fp32 accumulation in every case).
 """
@@ -12,7 +13,7 @@ import os
 import triton
 import triton.language as tl
 
-#: The tile edge. Every chunk size is a multiple of it.
+#: The smallest tile edge. Every chunk size is a multiple of it.
 TILE = 16
 
 
@@ -24,7 +25,12 @@ def interpreting() -> bool:
 #: Warp counts tried per chunk size. The kernels are straight-line code (no loops to pipeline, so
 #: num_stages does nothing) and every config is a full compile of a large kernel: on an H100 the
 #: 8 configs tried before cost 59 s (mxr_refine, BT=64, fp32) and 186 s (tf32x3) at first call.
-WARPS = {16: (1, 2), 32: (2, 4), 64: (4, 8), 128: (4, 8)}
+#: A 16x16 ``tl.dot`` on tensor cores (tf32, fp16, bf16) is not shared out between warps: each warp
+#: issues all of it (``python -m deltainv.bench.compile_time`` counts the same MMAs per warp at 1 to
+#: 8 warps), so the tensor-core paths may be fastest with few warps and more programs per SM, while
+#: ieee fp32 products (FMA, shared out) want more warps for their registers. Both ends are offered.
+#: At BT = 128 one config (8 warps): fewest spills in every kernel, and half the first-call compile.
+WARPS = {16: (1, 2), 32: (1, 2, 4), 64: (2, 4, 8), 128: (8,)}
 
 
 def autotune_configs(bt: int) -> list[triton.Config]:
@@ -51,10 +57,10 @@ def mm(a, b, acc, PREC: tl.constexpr):
 
 
 @triton.jit
-def load_tile(base, row0, col0, n_rows, stride, STRICT: tl.constexpr):
-    """A 16x16 fp32 tile at (``row0``, ``col0``) of a row-major matrix with ``stride``; rows past
-    ``n_rows`` read as 0, and with ``STRICT`` everything on or above the diagonal reads as 0."""
-    o = tl.arange(0, 16)
+def load_tile(base, row0, col0, n_rows, stride, STRICT: tl.constexpr, SIZE: tl.constexpr = 16):
+    """A ``SIZE x SIZE`` fp32 tile at (``row0``, ``col0``) of a row-major matrix with ``stride``; rows
+    past ``n_rows`` read as 0, and with ``STRICT`` everything on or above the diagonal reads as 0."""
+    o = tl.arange(0, SIZE)
     rows = row0 + o
     x = tl.load(base + rows[:, None] * stride + (col0 + o)[None, :], mask=(rows < n_rows)[:, None], other=0.0)
     x = x.to(tl.float32)
@@ -64,23 +70,38 @@ def load_tile(base, row0, col0, n_rows, stride, STRICT: tl.constexpr):
 
 
 @triton.jit
-def store_tile(base, row0, col0, n_rows, stride, x):
-    """Store a 16x16 tile (converted to the destination dtype, round to nearest even); rows past ``n_rows`` are skipped."""
-    o = tl.arange(0, 16)
+def store_tile(base, row0, col0, n_rows, stride, x, SIZE: tl.constexpr = 16):
+    """Store a ``SIZE x SIZE`` tile (converted to the destination dtype, round to nearest even); rows
+    past ``n_rows`` are skipped."""
+    o = tl.arange(0, SIZE)
     rows = row0 + o
     ptrs = base + rows[:, None] * stride + (col0 + o)[None, :]
     tl.store(ptrs, x.to(ptrs.dtype.element_ty, fp_downcast_rounding="rtne"), mask=(rows < n_rows)[:, None])
 
 
 @triton.jit
-def eye_tile():
-    o = tl.arange(0, 16)
+def eye_tile(SIZE: tl.constexpr = 16):
+    o = tl.arange(0, SIZE)
     return tl.where(o[:, None] == o[None, :], 1.0, 0.0)
 
 
 @triton.jit
-def zero_tile():
-    return tl.zeros([16, 16], dtype=tl.float32)
+def zero_tile(SIZE: tl.constexpr = 16):
+    return tl.zeros([SIZE, SIZE], dtype=tl.float32)
+
+
+@triton.jit
+def diagonal_blocks(x, SIZE: tl.constexpr, BLOCK: tl.constexpr):
+    """``x`` (``SIZE x SIZE``) with everything outside its diagonal ``BLOCK x BLOCK`` blocks set to 0."""
+    o = tl.arange(0, SIZE) // BLOCK
+    return tl.where(o[:, None] == o[None, :], x, 0.0)
+
+
+@triton.jit
+def lower_left_block(x, SIZE: tl.constexpr):
+    """``x`` (``SIZE x SIZE``) with everything but its lower-left ``SIZE/2`` square set to 0."""
+    o = tl.arange(0, SIZE)
+    return tl.where((o[:, None] >= SIZE // 2) & (o[None, :] < SIZE // 2), x, 0.0)
 
 
 @triton.jit
