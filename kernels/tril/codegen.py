@@ -10,8 +10,8 @@ Tiles are 16x16, except for ``mxr`` / ``mxr_refine`` at BT = 128 (:func:`tile_ed
 ``tl.dot`` runs whole on every warp of a program (more warps repeat it rather than share it), and
 at BT = 128 the 16x16 code needs far more registers than a thread has: ``mxr_refine`` with tf32x3
 spilled 53 KB per thread and took 340-400 s of compile per autotune config on the CPU
-(``python -m deltainv.bench.compile_time``). 32x32 tiles give a quarter of the names and products,
-and their dots split across 4 warps. Inside a 32x32 diagonal tile the 16x16 product forms and the
+(``python -m deltainv.bench.compile_time``). With 32x32 tiles that kernel has 216 dot calls instead
+of 976, which is what compile time and register allocation grow with (24 s, 14 KB spills). Inside a 32x32 diagonal tile the 16x16 product forms and the
 16 -> 32 merge are computed on masked 32x32 tiles: the masked-out entries are exact zeros, so the
 products are the reference's, with extra zero terms.
 
