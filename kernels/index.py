@@ -53,6 +53,18 @@ def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Te
     return torch.stack([seq, chunk], 1).to(cu_seqlens.dtype)
 
 
+def varlen_chunk_indices(cu_seqlens: torch.Tensor, chunk_indices: torch.Tensor | None, T: int, B: int,
+                         chunk_size: int) -> torch.Tensor:
+    """The ``[NT, 2]`` chunk table a varlen kernel launch uses: ``chunk_indices`` as given (no
+    device-to-host sync; the batch must then be packed, B = 1), else built from a checked ``cu_seqlens``."""
+    if chunk_indices is None:
+        check_cu_seqlens(cu_seqlens, T, B)
+        return prepare_chunk_indices(cu_seqlens, chunk_size)
+    if B != 1:
+        raise ValueError(f"with cu_seqlens the batch must be packed as B = 1; got B = {B}")
+    return chunk_indices
+
+
 def prepare_chunk_offsets(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[N + 1]``: index of the first chunk of each sequence in the flattened chunk list."""
     lens = cu_seqlens[1:] - cu_seqlens[:-1]

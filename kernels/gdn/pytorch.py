@@ -184,6 +184,36 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
+def _chunk_recurrence(w, u, q_decay, qk, k_decay, state_decay, table: ChunkTable, initial_state, scale: float):
+    """The state passed from chunk to chunk, every sequence at once; shared by GDN and KDA.
+
+    Per chunk: ``v' = U - W S``, ``O = scale (Q_decay S + QK v')``, ``S <- state_decay * S + K_decay^T v'``.
+    ``w``/``q_decay``/``k_decay``: ``[NT, HV, BT, K]``, ``u``: ``[NT, HV, BT, V]``, ``qk``: ``[NT, HV, BT, BT]``,
+    ``state_decay`` broadcasts against ``[NT, HV, K, V]`` (a scalar per head for GDN, per key channel for
+    KDA). Returns ``O`` ``[NT, HV, BT, V]`` and the final state ``[N, HV, K, V]``, both fp32.
+    """
+    N, HV, K, Vd = table.num_seqs, u.shape[1], w.shape[-1], u.shape[-1]
+    dev = u.device
+    if initial_state is None:
+        S = torch.zeros(N, HV, K, Vd, dtype=torch.float32, device=dev)
+    else:
+        if initial_state.shape != (N, HV, K, Vd):
+            raise ValueError(f"initial_state must be [N, HV, K, V] = {[N, HV, K, Vd]}; got {list(initial_state.shape)}")
+        S = initial_state.float().clone()
+    by_pos = torch.full((N, max(table.max_chunks, 1)), -1, dtype=torch.int64, device=dev)
+    by_pos[table.seq, table.chunk] = torch.arange(table.seq.numel(), device=dev)
+    o = torch.zeros(u.shape[0], HV, u.shape[2], Vd, dtype=torch.float32, device=dev)
+    for c in range(table.max_chunks):
+        ids = by_pos[:, c]
+        has = ids >= 0
+        idx, seqs = ids[has], has.nonzero()[:, 0]
+        Sc = S[seqs]
+        v_new = u[idx] - w[idx] @ Sc
+        o[idx] = scale * (q_decay[idx] @ Sc + qk[idx] @ v_new)
+        S[seqs] = state_decay[idx] * Sc + k_decay[idx].mT @ v_new
+    return o, S
+
+
 def chunk_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -222,12 +252,10 @@ def chunk_gated_delta_rule(
     if q.shape != k.shape:
         raise ValueError(f"q must have k's shape {list(k.shape)}; got {list(q.shape)}")
     B, T, _, K = k.shape
-    Vd = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
     table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
-    N = table.num_seqs
     kc, vc, bc = _chunk_inputs(k, v, beta, table, H, HV)
     # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G.
     Gc = torch.cumsum(_heads_first(_gather(g, table)), dim=-1) if g is not None else torch.zeros_like(bc)
@@ -239,23 +267,7 @@ def chunk_gated_delta_rule(
     k_decay = kc * _exp(G_last - Gc, gate_log2)[..., None]
     state_decay = _exp(G_last[..., 0], gate_log2)[..., None, None]
 
-    if initial_state is None:
-        S = torch.zeros(N, HV, K, Vd, dtype=torch.float32, device=k.device)
-    else:
-        if initial_state.shape != (N, HV, K, Vd):
-            raise ValueError(f"initial_state must be [N, HV, K, V] = {[N, HV, K, Vd]}; got {list(initial_state.shape)}")
-        S = initial_state.float().clone()
-    by_pos = torch.full((N, max(table.max_chunks, 1)), -1, dtype=torch.int64, device=k.device)
-    by_pos[table.seq, table.chunk] = torch.arange(table.seq.numel(), device=k.device)
-    o = torch.zeros(qc.shape[0], HV, qc.shape[2], Vd, dtype=torch.float32, device=k.device)
-    for c in range(table.max_chunks):
-        ids = by_pos[:, c]
-        has = ids >= 0
-        idx, seqs = ids[has], has.nonzero()[:, 0]
-        Sc = S[seqs]
-        v_new = u[idx] - w[idx] @ Sc
-        o[idx] = scale * (q_decay[idx] @ Sc + qk[idx] @ v_new)
-        S[seqs] = state_decay[idx] * Sc + k_decay[idx].mT @ v_new
+    o, S = _chunk_recurrence(w, u, q_decay, qk, k_decay, state_decay, table, initial_state, scale)
     out = _scatter(o.movedim(1, 2), table, B, T, v.dtype)
     return out, (S if output_final_state else None)
 

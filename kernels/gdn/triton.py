@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..index import check_cu_seqlens, prepare_chunk_indices
+from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import DEFAULT_METHOD, DEFAULT_PRECISION, get_method
 from ..tril.invert import check_chunk_size
@@ -66,11 +66,7 @@ def chunk_gated_delta_rule_fwd_intra(
     k, v, beta = k.contiguous(), v.contiguous(), beta.contiguous()
     g = g.contiguous() if g is not None else None
     if cu_seqlens is not None:
-        if chunk_indices is None:
-            check_cu_seqlens(cu_seqlens, T, B)
-            chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
-        elif B != 1:
-            raise ValueError(f"with cu_seqlens the batch must be packed as B = 1; got B = {B}")
+        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
         NT = chunk_indices.shape[0]
     else:
         NT = -(-T // BT)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ..gdn.pytorch import DEFAULT_WU_PRECISION, _gather, _heads_first, _scatter, l2norm
+from ..gdn.pytorch import DEFAULT_WU_PRECISION, _chunk_recurrence, _gather, _heads_first, _scatter, l2norm
 from ..index import chunk_table
 from ..precision import check_precision, matmul
 from ..tril.invert import invert
@@ -113,12 +113,10 @@ def chunk_kda(
     """
     H, HV = _check_kda_inputs(q, k, v, g, beta)
     B, T, _, K = k.shape
-    Vd = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
     table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
-    N = table.num_seqs
     rep = HV // H
     kc = _heads_first(_gather(k, table), rep)                 # [NT, HV, BT, K]
     qc = _heads_first(_gather(q, table), rep)
@@ -138,23 +136,7 @@ def chunk_kda(
     k_decay = kc * _exp(G_last - Gc, gate_log2)
     state_decay = _exp(G_last, gate_log2).mT                  # [NT, HV, K, 1]
 
-    if initial_state is None:
-        S = torch.zeros(N, HV, K, Vd, dtype=torch.float32, device=k.device)
-    else:
-        if initial_state.shape != (N, HV, K, Vd):
-            raise ValueError(f"initial_state must be [N, HV, K, V] = {[N, HV, K, Vd]}; got {list(initial_state.shape)}")
-        S = initial_state.float().clone()
-    by_pos = torch.full((N, max(table.max_chunks, 1)), -1, dtype=torch.int64, device=k.device)
-    by_pos[table.seq, table.chunk] = torch.arange(table.seq.numel(), device=k.device)
-    o = torch.zeros(qc.shape[0], HV, qc.shape[2], Vd, dtype=torch.float32, device=k.device)
-    for c in range(table.max_chunks):
-        ids = by_pos[:, c]
-        has = ids >= 0
-        idx, seqs = ids[has], has.nonzero()[:, 0]
-        Sc = S[seqs]
-        v_new = u[idx] - w[idx] @ Sc
-        o[idx] = scale * (q_decay[idx] @ Sc + qk[idx] @ v_new)
-        S[seqs] = state_decay[idx] * Sc + k_decay[idx].mT @ v_new
+    o, S = _chunk_recurrence(w, u, q_decay, qk, k_decay, state_decay, table, initial_state, scale)
     out = _scatter(o.movedim(1, 2), table, B, T, v.dtype)
     return out, (S if output_final_state else None)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..index import check_cu_seqlens, prepare_chunk_indices
+from ..index import varlen_chunk_indices
 from ..registry import DEFAULT_METHOD, DEFAULT_PRECISION, get_method
 from .invert import check_chunk_size, check_dtype
 
@@ -78,11 +78,7 @@ def solve_tril(
     elif out.shape != A.shape or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous tensor of shape {list(A.shape)}")
     if cu_seqlens is not None:
-        if chunk_indices is None:
-            check_cu_seqlens(cu_seqlens, T, B)
-            chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
-        elif B != 1:
-            raise ValueError(f"with cu_seqlens the batch must be packed as B = 1; got B = {B}")
+        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
         NT = chunk_indices.shape[0]
     else:
         if chunk_indices is not None:
