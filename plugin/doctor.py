@@ -131,6 +131,9 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         group = next(t.group for t in TARGETS if t.slot == slot)
         if engines.get(group) and not present and group in groups:
             problems.append(f"{slot}: no module of this target exists in the installed {engines[group]['dist']}")
+    problems = sorted(set(problems))
+    if settings_error:  # first: nothing else matters until the settings are valid
+        problems.insert(0, f"invalid settings: {settings_error}")
     return {
         "deltainv": __version__,
         "python": platform.python_version(),
@@ -141,7 +144,7 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         "entry_points": _entry_points(),
         "engines": engines,
         "targets": targets,
-        "problems": sorted(set(problems)),
+        "problems": problems,
         "engine_flags": {e: engine_flags(e, settings) for e in ("vllm", "sglang")} if settings else {},
         "gpu": _triton(),
         "process": core.status(),

@@ -49,6 +49,8 @@ def test_text_report_in_the_vllm_environment_with_signatures(tmp_path):
 def test_invalid_settings_exit_1(tmp_path):
     proc = _doctor(DELTAINV, env=clean_env(DELTAINV_PRECISION="fp64"), cwd=tmp_path)
     assert proc.returncode == 1 and "settings: INVALID: DELTAINV_PRECISION='fp64'" in proc.stdout
+    assert "problems: none" not in proc.stdout  # never beside invalid settings
+    assert "  - invalid settings: DELTAINV_PRECISION='fp64'" in proc.stdout
 
 
 # ------------------------------------------------------------------------------------------------

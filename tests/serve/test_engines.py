@@ -45,7 +45,7 @@ def test_engine_command_for_sglang_is_accepted_by_sglang_itself(tmp_path):
     python = plugin_testing.venv_python(".venv-sglang")
     script = textwrap.dedent(f"""
         import json, sys
-        from deltainv.plugin.serve.cli import engine_command
+        from deltainv.serve.cli import engine_command
         argv, env = engine_command("sglang", {str(DEFAULT_MODEL)!r}, "127.0.0.1", 30000, ["--tp-size", "2"])
         assert argv[1:4] == ["-m", "sglang.launch_server", "--model-path"], argv
         from sglang.srt.server_args import prepare_server_args

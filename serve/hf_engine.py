@@ -3,9 +3,15 @@
 One worker thread owns the model. Requests become jobs: each job is advanced one unit at a time
 (its prefill, then one generated token), round-robin over up to ``max_active`` jobs, so a long
 generation never starves a short one. Further jobs wait in a bounded FIFO; when it is full,
-:meth:`HFEngine.submit` refuses with 429 and a ``Retry-After``. A cancelled job (client gone) is
-dropped at its next turn, and :meth:`HFEngine.drain` lets the jobs in flight finish before the
-worker stops.
+:meth:`HFEngine.submit` refuses with 429 and a ``Retry-After``, and a batch larger than the whole
+queue is refused with 400 (a retry could never succeed). :meth:`HFEngine.cancel` (client gone)
+frees a waiting job's slot at once and drops an active one at its next turn.
+:meth:`HFEngine.drain` lets the jobs in flight finish; those still unfinished at its deadline end
+with a 503 error event, so every client gets an answer.
+
+The tokenizer is used from two sides: request handlers (in a thread pool, off the event loop)
+through :meth:`encode`/:meth:`decode`/:meth:`chat_ids`, serialised by a lock, and the worker
+thread (stop-string checks) through its own copy, so neither waits for the other.
 
 Log-probabilities are the raw ``log_softmax`` of the unprocessed fp32 logits (no temperature, no
 top-p), taken once per position, so a greedy token's value in ``token_logprobs`` and in
@@ -83,6 +89,8 @@ class HFEngine:
         self.path = Path(model_path)
         self.model_name = served_model_name or self.path.name
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._worker_tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._tok_lock = threading.Lock()
         self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype).to(device).eval()
         self.device = device
         cfg = self.model.config
@@ -99,6 +107,7 @@ class HFEngine:
         self._cv = threading.Condition()
         self._draining = False
         self._stopped = False
+        self._abort: APIError | None = None
         self.stats = collections.Counter()
         self._worker = threading.Thread(target=self._run, name="deltainv-hf-engine", daemon=True)
         self._worker.start()
@@ -109,30 +118,39 @@ class HFEngine:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        with self._tok_lock:
+            return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        with self._tok_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token])
+        with self._tok_lock:
+            return self.tokenizer.decode([token])
 
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
         if not self.has_chat_template:
             raise APIError(400, f"model {self.model_name!r} has no chat template; use /v1/completions",
                            param="messages")
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        with self._tok_lock:
+            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
     def check_ids(self, ids: list[int], max_tokens: int | None) -> int:
         """Validate a prompt's token ids and length; return the number of tokens that may be generated."""
         if not ids:
             raise APIError(400, "the prompt is empty after tokenization", param="prompt")
-        bad = [t for t in ids if t < 0 or t >= self.vocab_size]
-        if bad:
-            raise APIError(400, f"token ids out of range [0, {self.vocab_size}): {bad[:5]}", param="prompt")
         room = self.max_model_len - len(ids)
+        if room >= 0:  # length first: a multi-MB prompt is refused without a pass over its ids
+            bad = [t for t in ids if t < 0 or t >= self.vocab_size]
+            if bad:
+                raise APIError(400, f"token ids out of range [0, {self.vocab_size}): {bad[:5]}", param="prompt")
         wanted = room if max_tokens is None else max_tokens
         if room < 0 or wanted > room:
             raise APIError(
@@ -149,11 +167,16 @@ class HFEngine:
             return len(self._waiting), len(self._active)
 
     def submit(self, jobs: list[Job]) -> None:
-        """Queue ``jobs`` (all or none), or refuse: 503 while draining, 429 when the queue is full."""
+        """Queue ``jobs`` (all or none), or refuse: 503 while draining, 400 for a batch larger than the
+        whole queue (it could never fit), 429 when the queue is full now."""
         with self._cv:
             if self._draining or self._stopped:
                 raise APIError(503, "the server is shutting down", type="server_error",
                                headers={"Retry-After": "5"})
+            if len(jobs) > self.max_queue:
+                self.stats["rejected"] += len(jobs)
+                raise APIError(400, f"the request holds {len(jobs)} prompts but this server queues at most "
+                                    f"{self.max_queue} (--max-queue); split the batch", param="prompt")
             if len(self._waiting) + len(jobs) > self.max_queue:
                 self.stats["rejected"] += len(jobs)
                 raise APIError(429, f"the request queue is full ({self.max_queue} waiting); retry later",
@@ -161,8 +184,26 @@ class HFEngine:
             self._waiting.extend(jobs)
             self._cv.notify()
 
+    def cancel(self, jobs: list[Job]) -> None:
+        """The client left: waiting jobs leave the queue now (their slots free at once); active jobs
+        are dropped by the worker at their next turn. Finished jobs are unaffected."""
+        with self._cv:
+            for job in jobs:
+                if job.cancelled.is_set():
+                    continue
+                job.cancelled.set()
+                try:
+                    self._waiting.remove(job)
+                except ValueError:
+                    continue  # active or finished: the worker sees the flag
+                self.stats["cancelled"] += 1
+
     def drain(self, timeout: float) -> bool:
-        """Refuse new jobs, wait up to ``timeout`` s for the queued and active ones, stop the worker."""
+        """Refuse new jobs, wait up to ``timeout`` s for the queued and active ones, stop the worker.
+
+        Jobs still unfinished at the deadline get an ``error`` event carrying a 503, so their
+        handlers answer (JSON 503, or an error event and ``[DONE]`` on a stream) instead of being
+        cut off. Idempotent: a second call waits for the first one's worker to stop."""
         with self._cv:
             self._draining = True
             self._cv.notify()
@@ -173,10 +214,13 @@ class HFEngine:
                 break
             time.sleep(0.05)
         with self._cv:
+            if any((self._waiting, self._active)) and self._abort is None:
+                self._abort = APIError(503, f"the server shut down before this request finished (drain timeout "
+                                            f"{timeout:g} s)", type="server_error", code="drain_timeout")
             self._stopped = True
             self._cv.notify()
-        self._worker.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-        return not any(self.load)
+        self._worker.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        return self._abort is None
 
     # -- worker thread ------------------------------------------------------------------------------
 
@@ -186,12 +230,21 @@ class HFEngine:
                 with self._cv:
                     while not self._active and not self._waiting and not self._stopped:
                         self._cv.wait()
+                    if self._abort is not None:
+                        for job in [*self._active, *self._waiting]:
+                            self.stats["aborted"] += 1
+                            job.post("error", self._abort)
+                        self._active.clear()
+                        self._waiting.clear()
+                        return
                     if self._stopped and not self._active and not self._waiting:
                         return
                     while self._waiting and len(self._active) < self.max_active:
                         self._active.append(self._waiting.popleft())
                     active = list(self._active)
                 for job in active:
+                    if self._abort is not None:
+                        break  # the drain deadline passed: answer everyone at the top of the loop
                     done = True
                     if job.cancelled.is_set():
                         self.stats["cancelled"] += 1
@@ -252,7 +305,8 @@ class HFEngine:
         job.generated.append(token)
         self.stats["completion_tokens"] += 1
         job.post("token", info)
-        if s.stop and any(stop in self.decode(job.generated) for stop in s.stop):
+        if s.stop and any(stop in self._worker_tokenizer.decode(job.generated, skip_special_tokens=True)
+                          for stop in s.stop):
             job.post("done", "stop")
             return True
         if len(job.generated) >= s.max_tokens:
