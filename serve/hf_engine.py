@@ -9,9 +9,10 @@ frees a waiting job's slot at once and drops an active one at its next turn.
 :meth:`HFEngine.drain` lets the jobs in flight finish; those still unfinished at its deadline end
 with a 503 error event, so every client gets an answer.
 
-The tokenizer is used from two sides: request handlers (in a thread pool, off the event loop)
-through :meth:`encode`/:meth:`decode`/:meth:`chat_ids`, serialised by a lock, and the worker
-thread (stop-string checks) through its own copy, so neither waits for the other.
+Prompts are tokenized in a child process (:mod:`.tokenizer_process`: :meth:`prompt_ids`,
+:meth:`chat_ids`, :meth:`tokenize`), and a prompt longer than the context is refused before its
+ids become Python objects. Decoding (bounded by the context length) runs in request threads under
+a lock; the worker thread checks stop strings with its own tokenizer copy, so neither waits.
 
 Log-probabilities are the raw ``log_softmax`` of the unprocessed fp32 logits (no temperature, no
 top-p), taken once per position, so a greedy token's value in ``token_logprobs`` and in
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from .openai_schema import APIError, Sampling
+from .tokenizer_process import TokenizerProcess
 
 log = logging.getLogger("deltainv.serve")
 
@@ -91,6 +93,7 @@ class HFEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self._worker_tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self._tok_lock = threading.Lock()
+        self._prompt_tokenizer = TokenizerProcess(str(self.path))
         self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype).to(device).eval()
         self.device = device
         cfg = self.model.config
@@ -122,9 +125,32 @@ class HFEngine:
     def draining(self) -> bool:
         return self._draining
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        with self._tok_lock:
-            return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+    async def prompt_ids(self, text: str) -> list[int]:
+        """A text prompt's ids (no special tokens); 400 if it alone exceeds the context."""
+        return self._fits(await self._prompt_tokenizer.encode(text), "prompt")
+
+    async def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template's ids for ``messages`` (with the generation prompt); 400 if too long."""
+        if not self.has_chat_template:
+            raise APIError(400, f"model {self.model_name!r} has no chat template; use /v1/completions",
+                           param="messages")
+        return self._fits(await self._prompt_tokenizer.chat(messages), "messages")
+
+    async def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        """``/tokenize``: all ids, however many (the client asked for them)."""
+        return (await self._prompt_tokenizer.encode(text, add_special_tokens)).tolist()
+
+    def _fits(self, ids, param: str) -> list[int]:
+        if len(ids) > self.max_model_len:
+            raise self._too_long(len(ids), 0, param)
+        return ids.tolist()
+
+    def _too_long(self, prompt: int, wanted: int, param: str) -> APIError:
+        return APIError(
+            400,
+            f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+            f"{prompt + wanted} tokens ({prompt} in the prompt, {wanted} in the completion).",
+            param=param, code="context_length_exceeded")
 
     def decode(self, ids: list[int]) -> str:
         with self._tok_lock:
@@ -134,30 +160,18 @@ class HFEngine:
         with self._tok_lock:
             return self.tokenizer.decode([token])
 
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        if not self.has_chat_template:
-            raise APIError(400, f"model {self.model_name!r} has no chat template; use /v1/completions",
-                           param="messages")
-        with self._tok_lock:
-            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
-
     def check_ids(self, ids: list[int], max_tokens: int | None) -> int:
         """Validate a prompt's token ids and length; return the number of tokens that may be generated."""
         if not ids:
             raise APIError(400, "the prompt is empty after tokenization", param="prompt")
         room = self.max_model_len - len(ids)
-        if room >= 0:  # length first: a multi-MB prompt is refused without a pass over its ids
+        if room >= 0:
             bad = [t for t in ids if t < 0 or t >= self.vocab_size]
             if bad:
                 raise APIError(400, f"token ids out of range [0, {self.vocab_size}): {bad[:5]}", param="prompt")
         wanted = room if max_tokens is None else max_tokens
         if room < 0 or wanted > room:
-            raise APIError(
-                400,
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{len(ids) + wanted} tokens ({len(ids)} in the prompt, {wanted} in the completion).",
-                param="prompt" if room < 0 else "max_tokens", code="context_length_exceeded")
+            raise self._too_long(len(ids), wanted, "prompt" if room < 0 else "max_tokens")
         return wanted
 
     @property
@@ -220,6 +234,7 @@ class HFEngine:
             self._stopped = True
             self._cv.notify()
         self._worker.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        self._prompt_tokenizer.close()
         return self._abort is None
 
     # -- worker thread ------------------------------------------------------------------------------

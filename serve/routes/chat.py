@@ -18,9 +18,10 @@ from ..openai_schema import ChatRequest, parse_chat
 router = APIRouter()
 
 
-def _prepare(engine: HFEngine, loop, req: ChatRequest) -> list[Job]:
-    ids = engine.chat_ids(req.messages)
-    return make_jobs(engine, loop, [ids], req.sampling, req.top_logprobs if req.logprobs else None, False)
+async def _prepare(engine: HFEngine, req: ChatRequest) -> list[Job]:
+    ids = await engine.chat_ids(req.messages)
+    return await off_loop(make_jobs, engine, asyncio.get_running_loop(), [ids], req.sampling,
+                          req.top_logprobs if req.logprobs else None, False)
 
 
 @router.post("/v1/chat/completions")
@@ -28,7 +29,7 @@ async def chat(request: Request):
     engine, metrics = engine_of(request), metrics_of(request)
     req = parse_chat(await read_json(request))
     check_model(engine, req.model)
-    jobs = await off_loop(_prepare, engine, asyncio.get_running_loop(), req)
+    jobs = await _prepare(engine, req)
     engine.submit(jobs)
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if req.sampling.stream:

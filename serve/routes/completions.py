@@ -18,9 +18,13 @@ from ..openai_schema import CompletionRequest, parse_completion
 router = APIRouter()
 
 
-def _prepare(engine: HFEngine, loop, req: CompletionRequest) -> tuple[list[Job], list[str]]:
-    """Tokenize and check the prompts; the echoed prompt texts (off the loop)."""
-    ids = [p if isinstance(p, list) else engine.encode(p) for p in req.prompts]
+async def _prepare(engine: HFEngine, req: CompletionRequest) -> tuple[list[Job], list[str]]:
+    """Tokenize (in the tokenizer process) and check the prompts; the echoed prompt texts."""
+    ids = [p if isinstance(p, list) else await engine.prompt_ids(p) for p in req.prompts]
+    return await off_loop(_jobs, engine, asyncio.get_running_loop(), req, ids)
+
+
+def _jobs(engine: HFEngine, loop, req: CompletionRequest, ids: list[list[int]]) -> tuple[list[Job], list[str]]:
     jobs = make_jobs(engine, loop, ids, req.sampling, req.logprobs, req.echo and req.logprobs is not None)
     texts = [p if isinstance(p, str) else engine.decode(p) for p in req.prompts] if req.echo else []
     return jobs, texts
@@ -31,7 +35,7 @@ async def completions(request: Request):
     engine, metrics = engine_of(request), metrics_of(request)
     req = parse_completion(await read_json(request))
     check_model(engine, req.model)
-    jobs, prompt_texts = await off_loop(_prepare, engine, asyncio.get_running_loop(), req)
+    jobs, prompt_texts = await _prepare(engine, req)
     engine.submit(jobs)
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if req.sampling.stream:

@@ -45,7 +45,7 @@ async def tokenize(request: Request):
     special = body.get("add_special_tokens", False)
     if not isinstance(special, bool):
         raise APIError(400, "'add_special_tokens' must be a boolean", param="add_special_tokens")
-    ids = await off_loop(engine.encode, prompt, special)
+    ids = await engine.tokenize(prompt, special)
     return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_model_len}
 
 

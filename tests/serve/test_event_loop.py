@@ -1,35 +1,55 @@
 """The event loop never blocks: /health answers within 100 ms while a multi-MB prompt is read,
-parsed and tokenized (a latency property of the event loop, not a speed measurement)."""
+parsed and tokenized (a latency property of the event loop, not a speed measurement).
+
+Both clients run in their own processes (curl for the big request, a small Python prober for
+/health): clients inside the pytest process would compete with it for the GIL and measure the
+test, not the server.
+
+A blocked loop stalls every probe for as long as the work takes (seconds for this prompt; a thread
+holding the GIL to build a million Python ints stalled probes for 400 ms). A loaded 2-core machine
+can also deschedule the server for 100+ ms now and then, so the measurement gets a second try;
+a real stall repeats, scheduling noise does not.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
+import json
+import subprocess
+import sys
+import textwrap
 
-import httpx
-
-
-def test_health_answers_fast_while_a_multi_mb_prompt_is_handled(server, tiny_model):
-    prompt = "lorem ipsum dolor sit amet " * 150_000  # 4 MB of text, about a million tokens
-    box: dict = {}
-
-    def big():
-        t0 = time.monotonic()
-        box["r"] = httpx.post(server.base + "/v1/completions", json={"model": tiny_model.name, "prompt": prompt},
-                              timeout=120)
-        box["took"] = time.monotonic() - t0
-
+PROBER = textwrap.dedent("""
+    import json, subprocess, sys, time, httpx
+    base, body = sys.argv[1], sys.argv[2]
     with httpx.Client(timeout=5) as client:
-        client.get(server.base + "/health")  # connection open before the big request starts
-        t = threading.Thread(target=big)
-        t.start()
+        client.get(base + "/health")  # connection open before the big request starts
+        big = subprocess.Popen(["curl", "-s", "-H", "Content-Type: application/json", "--data-binary", "@" + body,
+                                base + "/v1/completions"], stdout=subprocess.PIPE)
         latencies = []
-        while t.is_alive():
-            t0 = time.perf_counter()
-            assert client.get(server.base + "/health").status_code == 200
-            latencies.append(time.perf_counter() - t0)
+        while big.poll() is None:
+            start = time.perf_counter()
+            assert client.get(base + "/health").status_code == 200
+            latencies.append(time.perf_counter() - start)
             time.sleep(0.02)
-        t.join()
-    assert box["r"].status_code == 400 and box["r"].json()["error"]["code"] == "context_length_exceeded"
-    assert len(latencies) >= 5, f"the big request took only {box['took']:.2f} s: make it bigger"
-    assert max(latencies) < 0.1, f"/health took {max(latencies) * 1000:.0f} ms while a 4 MB prompt was handled"
+    print(json.dumps({"latencies": latencies, "reply": json.loads(big.stdout.read())}))
+""")
+
+
+def test_health_answers_fast_while_a_multi_mb_prompt_is_handled(server, tiny_model, tmp_path):
+    body = tmp_path / "big.json"
+    body.write_text(json.dumps({"model": tiny_model.name, "prompt": "lorem ipsum dolor sit amet " * 80_000}))
+    assert body.stat().st_size > 2_000_000  # about half a million tokens, far over the context
+    maxima = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", PROBER, server.base, str(body)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        got = json.loads(done.stdout)
+        latencies = got["latencies"]
+        assert got["reply"]["error"]["code"] == "context_length_exceeded", got["reply"]
+        assert len(latencies) >= 5, "the big request was handled too quickly to probe: make it bigger"
+        maxima.append(max(latencies))
+        if maxima[-1] < 0.1:
+            break
+    assert min(maxima) < 0.1, f"/health took {[round(m * 1000) for m in maxima]} ms at worst while a 2 MB prompt " \
+                              "was handled"
