@@ -1,6 +1,6 @@
 """What deltainv patches in each engine: one :class:`Target` per engine function.
 
-A target names a module attribute, the engine distribution and versions whose code was read for
+A target names a module attribute (or a class attribute, ``Class.method``), the engine distribution and versions whose code was read for
 it, the exact parameter list the original must have, and a ``build`` function (in
 :mod:`deltainv.plugin.engines`) that returns the replacement. Targets that share a ``slot`` are
 alternative layouts of the same function (e.g. vLLM's ``third_party/flash_linear_attention`` and
@@ -120,6 +120,10 @@ _TF_RECURRENT = ("query", "key", "value", "g", "beta", "initial_state", "output_
 _VLLM_CPU = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state", "cu_seqlens",
              "head_first", "use_qk_l2norm_in_kernel", "initial_state_indices", "eps")
 
+_FLA_VERIFIER = ("self", "q", "k", "v", "g", "beta", "scale", "initial_state", "output_final_state",
+                 "use_qk_l2norm_in_kernel", "use_beta_sigmoid_in_kernel", "allow_neg_eigval", "state_v_first",
+                 "cu_seqlens", "cu_seqlens_cpu", "cp_context", "kwargs")
+
 _FLA = ("fla-core", "flash-linear-attention")
 _VLLM = ("vllm", "vllm-cpu")
 _E = "deltainv.plugin.engines"
@@ -130,6 +134,10 @@ TARGETS: tuple[Target, ...] = (
            ((0, 6), (0, 7)), f"{_E}.fla:solve_tril"),
     Target("fla", "fla.gdn_intra", "fla.ops.gated_delta_rule.chunk_fwd", "chunk_gated_delta_rule_fwd_intra",
            _GDN_INTRA, _FLA, ((0, 6), (0, 7)), f"{_E}.fla:gdn_intra", note="gates in log2"),
+    Target("fla", "fla.flash_qla", "fla.ops.gated_delta_rule.backends.flash_qla",
+           "FlashQLABackend.chunk_gated_delta_rule_verifier", _FLA_VERIFIER, _FLA, ((0, 6), (0, 7)),
+           f"{_E}.fla:flash_qla_verifier", role="route",
+           note="FlashQLA auto-dispatch -> fla's Triton path (which runs the patched intra) when active"),
     # vLLM: the standalone solve_tril called by the GDN chunk path (Qwen3-Next, Qwen3.5).
     Target("vllm", "vllm.solve_tril", "vllm.third_party.flash_linear_attention.ops.solve_tril", "solve_tril",
            _SOLVE_TRIL, _VLLM, ((0, 22), (0, 34)), f"{_E}.vllm:solve_tril", note="layout of vLLM >= 0.27"),
