@@ -165,7 +165,7 @@ def _patch(target: Target, module: types.ModuleType) -> None:
             return
         if getattr(original, _MARK, None) == key:  # already ours (module reloaded by someone else's hook)
             return
-        params = _params(original)
+        params = _params(target.checked(original))
         if params != target.params:
             _state.skipped[key] = f"signature changed: {params}"
             _problem(key, f"{key} has parameters {params}, deltainv expects {target.params} (engine changed)",
