@@ -1,7 +1,8 @@
 """What deltainv patches in each engine: one :class:`Target` per engine function.
 
-A target names a module attribute (or a class attribute, ``Class.method``), the engine distribution and versions whose code was read for
-it, the exact parameter list the original must have, and a ``build`` function (in
+A target names a module attribute (or a class attribute, ``Class.method``), the engine
+distribution and versions whose code was read for it, the exact parameter list the original must
+have, and a ``build`` function (in
 :mod:`deltainv.plugin.engines`) that returns the replacement. Targets that share a ``slot`` are
 alternative layouts of the same function (e.g. vLLM's ``third_party/flash_linear_attention`` and
 the older ``model_executor/layers/fla``); at least one of them must exist when the engine is

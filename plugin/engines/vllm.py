@@ -10,7 +10,7 @@ from ..core import Built
 from ..guard import count
 from ..log import info_once, warning_once
 from . import first, itself, kernel, last
-from .fla import _solve_tril_accepts
+from .fla import _intra_accepts, _solve_tril_accepts
 
 
 def solve_tril(settings, original, target):
@@ -182,9 +182,7 @@ def chunk_op(settings, original, target):
     from ..core import guarded_call
 
     key = target.key
-    factory = functools.partial(dropin.gdn_fwd_intra, gate_log2=False)
-    from .fla import _intra_accepts
-
+    factory = functools.partial(dropin.gdn_fwd_intra, gate_log2=False)  # vLLM's FLA takes ln gates
     built = kernel(factory, settings, pick=last, accepts=_intra_accepts, with_backend=True)
     fused = chunk_pipeline(guarded_call(key, _vllm_intra, built, settings))
     info = {"does": "CustomOp.register_oot: vLLM's Triton/FLA pipeline with deltainv's fused GDN intra",

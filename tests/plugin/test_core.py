@@ -134,7 +134,8 @@ def test_changed_signature_keeps_the_engine_function_and_warns_once(fla_modules)
     assert fla_modules.solve.solve_tril is solve_tril
     assert "signature changed" in st["skipped"][FLA_SOLVE]
     assert len(st["warnings"]) == 1 and "expects ('A', 'cu_seqlens', 'chunk_indices', 'output_dtype')" in st["warnings"][0]
-    assert [r["target"] for r in st["patched"]] == [FLA_QLA, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
+    assert [r["target"] for r in st["patched"]] == [
+        FLA_QLA, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
     plugin.uninstall()
     with pytest.raises(PatchError, match="DELTAINV_STRICT=1.*solve_tril has parameters"):
         plugin.install(Settings(method="mxr", targets=frozenset({"fla"}), strict=True))

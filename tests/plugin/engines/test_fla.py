@@ -51,7 +51,8 @@ def flash_qla(tmp_path, monkeypatch):
     from fla.backends import _operation_registries
 
     _operation_registries["gated_delta_rule"]._logged.clear()  # fla logs each backend decision once per process
-    intra, verifier = chunk.chunk_gated_delta_rule_fwd_intra, backend_module.FlashQLABackend.chunk_gated_delta_rule_verifier
+    intra = chunk.chunk_gated_delta_rule_fwd_intra
+    verifier = backend_module.FlashQLABackend.chunk_gated_delta_rule_verifier
     yield flash_qla
     plugin.uninstall()
     assert backend_module.FlashQLABackend.chunk_gated_delta_rule_verifier is verifier

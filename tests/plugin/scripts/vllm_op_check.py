@@ -79,7 +79,7 @@ report = {
     "patched": [r["target"] for r in plugin.status()["patched"]],
     "op_class": f"{type(op).__module__}.{type(op).__qualname__}",
     "is_vllm_subclass": isinstance(op, layer_module.ChunkGatedDeltaRule),
-    "registered": f"{op_registry_oot['ChunkGatedDeltaRule'].__module__}" if "ChunkGatedDeltaRule" in op_registry_oot else None,
+    "registered": getattr(op_registry_oot.get("ChunkGatedDeltaRule"), "__module__", None),
     "forward_method": getattr(op._forward_method, "__name__", None),
     "layer_module_class_untouched": layer_module.ChunkGatedDeltaRule.__module__ == layer_module.__name__,
     "cases": {},
