@@ -62,6 +62,11 @@ def test_op_forward_matches_vllm_own_chunked_rule_and_float64(report, name):
         assert case["buffer_holds_o"]  # vLLM's core_attn_out contract: the output is written into its buffer
 
 
+def test_a_call_vllm_refuses_goes_to_vllm_own_method(report):
+    assert "does not support float32" in report["fp32_error"]
+    assert report["counters"] == {"calls": 2, "original_calls": 1, "guard_checked": 2}
+
+
 def test_the_log_says_which_path_runs(report):
     err = report["stderr"]
     assert f"running deltainv (method=mxr_refine precision=fp32, guard=on) from {KEY}" in err

@@ -11,7 +11,8 @@ Usage: ``vllm_op_check.py OUT.json SEED WORK_DIR METHOD PRECISION``. Runs under 
    against vLLM's own chunked rule (``vllm.third_party.flash_linear_attention.ops.chunk_gated_delta_rule``,
    the same interpreted kernels with kkt + solve_tril + recompute_w_u) and a float64 recurrence, for
    fixed-length and varlen inputs (with vLLM's precomputed chunk indices and a ``core_attn_out`` buffer).
-4. ``uninstall`` withdraws the registration: ``ChunkGatedDeltaRule()`` is vLLM's class again.
+4. An fp32 call (vLLM's rule takes bf16/fp16) goes to vLLM's own method, which refuses it.
+5. ``uninstall`` withdraws the registration: ``ChunkGatedDeltaRule()`` is vLLM's class again.
 """
 
 from __future__ import annotations
@@ -137,6 +138,15 @@ def case(name, B, T, cu=None):
 
 
 pending = [case("fixed", B=2, T=100), case("varlen", B=1, T=150, cu=[0, 37, 101, 150])]
+
+# a call vLLM's chunked rule refuses goes to vLLM's own method, which says why
+q, k, v, g, beta = (x.float() for x in inputs(1, 16))
+try:
+    op(q=q, k=k, v=v, g=g, beta=beta, initial_state=None, output_final_state=False, use_qk_l2norm_in_kernel=False)
+    report["fp32_error"] = None
+except AssertionError as exc:
+    report["fp32_error"] = str(exc)
+report["counters"] = plugin.status()["counters"].get(KEY, {})
 
 plugin.uninstall()
 with set_current_vllm_config(config):
