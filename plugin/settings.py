@@ -88,8 +88,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DELTAINV_FORCE_TRITON", "1", _bool_choices(),
         "1: when active, make vLLM/SGLang pick their Triton GDN prefill path (the one deltainv patches) "
-        "where they would auto-select FlashInfer/CuteDSL; an explicit user choice is kept and warned "
-        "about. 0: change nothing, only warn when the patched path will not run.",
+        "where they would auto-select FlashInfer/CuteDSL, run deltainv's vLLM GDN op whatever the prefill "
+        "backend, and turn fla's FlashQLA auto-dispatch back to fla's Triton path; an explicit SGLang "
+        "choice is kept and warned about. 0: change nothing, only warn when the patched path will not run.",
     ),
     Variable(
         "DELTAINV_LOG_LEVEL", "info", _LOG_LEVELS,
