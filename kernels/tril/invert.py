@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..registry import CHUNK_SIZES, DEFAULT_METHOD, DEFAULT_PRECISION, get_method
+from ..registry import CHUNK_SIZES, Recipe, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -76,12 +76,13 @@ def _check_triton_usable(device: torch.device) -> None:
 
     if not triton_available():
         raise RuntimeError("backend='triton': Triton finds no usable GPU driver on this machine; use "
-                           "backend='torch' (or 'auto'), or check the CUDA driver (`deltainv doctor` shows what Triton sees)")
+                           "backend='torch' (or 'auto'), or check the CUDA driver (`deltainv doctor` shows "
+                           "what Triton sees)")
 
 
 def invert(
     A: torch.Tensor,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     backend: str = "torch",
@@ -110,9 +111,7 @@ def invert(
     """
     check_chunk_matrix(A)
     check_out_dtype(out_dtype)
-    spec = get_method(DEFAULT_METHOD if method is None else method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
-    opts = spec.check_options(options)
+    recipe = resolve(method, precision, **options)
     backend = resolve_backend(backend, A.device)
     L = A.to(torch.float32).tril(-1)
     if check_finite:
@@ -122,5 +121,5 @@ def invert(
                 f"A holds {bad} non-finite value(s) in its strictly lower triangle; "
                 "pass check_finite=False to let them propagate"
             )
-    X = spec.implementation(backend)(L, precision, **opts)
+    X = recipe.method.implementation(backend)(L, recipe.precision, **recipe.kwargs)
     return X.to(A.dtype if out_dtype is None else out_dtype)
