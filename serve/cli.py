@@ -198,8 +198,10 @@ def _api_key(args) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deltainv.plugin.settings import SettingsError
+    from deltainv.plugin.settings import SettingsError, unknown_variables
 
+    for name in unknown_variables():
+        print(f"deltainv serve: warning: {name} is set but nothing reads it (a typo?)", file=sys.stderr)
     try:
         settings = settings_for(args)
         api_key = _api_key(args)

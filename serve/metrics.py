@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, ProcessCollector,
+                               generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 #: Paths with their own label; everything else is ``other`` (unbounded label values would leak memory).
@@ -63,6 +64,7 @@ class Metrics:
         self.ttft = Histogram("deltainv_time_to_first_token_seconds", "Time to first generated token", registry=r,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.tokens = Counter("deltainv_tokens", "Tokens processed", ["kind"], registry=r)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes etc. (the soak test reads them)
         if engine is not None:
             r.register(_EngineCollector(engine, inversion_status))
 
