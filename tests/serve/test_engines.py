@@ -15,6 +15,7 @@ import pytest
 import serve_testing
 from openai import OpenAI
 
+from deltainv.kernels import DEFAULT_METHOD, DEFAULT_PRECISION
 from deltainv.models import DEFAULT_MODEL
 
 
@@ -30,7 +31,8 @@ def test_no_arguments_serves_the_shipped_model_and_the_printed_curl_works(tmp_pa
         assert body["object"] == "text_completion" and body["model"] == DEFAULT_MODEL.name
         assert body["choices"][0]["text"].strip() == "42"  # the shipped model recalls ko -> 42
         metrics = httpx.get(s.base + "/metrics").text
-        assert 'deltainv_inversion_info{method="mxr_refine",precision="fp32"} 1.0' in metrics  # on by default
+        on = f'deltainv_inversion_info{{method="{DEFAULT_METHOD}",precision="{DEFAULT_PRECISION}"}} 1.0'
+        assert on in metrics  # on by default
         py = "\n".join(line[4:] for line in out.splitlines() if line.startswith("    "))
         ran = subprocess.run([str(plugin_testing.ROOT / ".venv" / "bin" / "python"), "-c", py], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)
