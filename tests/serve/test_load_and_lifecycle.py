@@ -1,6 +1,7 @@
 """Concurrency, back-pressure, cancellation and graceful shutdown of the embedded server."""
 
 import asyncio
+import contextlib
 import re
 import signal
 import threading
@@ -66,17 +67,23 @@ def test_client_leaving_while_queued_frees_its_slot_at_once(small_queue, tiny_mo
     base = s.base
     long = {"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0}
     cancelled0 = _metric(base, "deltainv_engine_jobs_total", '{outcome="cancelled"}')
-    holder = threading.Thread(target=lambda: httpx.post(base + "/v1/completions", json=long,
-                                                        timeout=httpx.Timeout(60, read=4.0)))
+    def hold():
+        with contextlib.suppress(httpx.ReadTimeout):
+            httpx.post(base + "/v1/completions", json=long, timeout=httpx.Timeout(60, read=4.0))
+
+    holder = threading.Thread(target=hold)
     holder.start()  # takes the one active slot for a few seconds, then its client leaves too
     deadline = time.monotonic() + 30
     while _metric(base, "deltainv_queue_requests", '{state="active"}') != 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # two clients queue behind it and give up after 0.3 s
-    leavers = [threading.Thread(target=lambda: pytest.raises(
-        httpx.ReadTimeout, httpx.post, base + "/v1/completions", json=long, timeout=httpx.Timeout(10, read=0.3)))
-        for _ in range(2)]
+    def leave():
+        with contextlib.suppress(httpx.ReadTimeout):
+            httpx.post(base + "/v1/completions", json=long, timeout=httpx.Timeout(10, read=0.3))
+            raise AssertionError("a queued request finished within 0.3 s")
+
+    leavers = [threading.Thread(target=leave) for _ in range(2)]
     for t in leavers:
         t.start()
     for t in leavers:
