@@ -105,6 +105,11 @@ VARIABLES: tuple[Variable, ...] = (
         "choice is kept and warned about. 0: change nothing, only warn when the patched path will not run.",
     ),
     Variable(
+        "DELTAINV_ALLOW_INACCURATE", "0", _bool_choices(),
+        "1: accept a recipe known not to reach fp32-level accuracy (e.g. newton_schulz with too few iterations) "
+        "for accuracy studies and tests; it is logged as a warning. 0: such a recipe stops the engine at start.",
+    ),
+    Variable(
         "DELTAINV_LOG_LEVEL", "info", _LOG_LEVELS,
         "Level of the 'deltainv' logger (stderr, one line per event, prefixed with the process id).",
     ),
@@ -195,6 +200,7 @@ class Settings:
     guard: bool = True
     guard_method: str = "substitution"
     force_triton: bool = True
+    allow_inaccurate: bool = False
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -213,7 +219,7 @@ class Settings:
             # must not reach an engine: it would answer wrongly, not fail. Unstable methods are
             # the guard's business (tests and studies deploy them on purpose).
             warning = recipe.accuracy_warning(ENGINE_CHUNK_SIZE) if recipe.method.stable else None
-            if warning is not None:
+            if warning is not None and not self.allow_inaccurate:
                 raise SettingsError(f"DELTAINV_OPTIONS={opts!r}: {warning}; the engines invert "
                                     f"{ENGINE_CHUNK_SIZE}x{ENGINE_CHUNK_SIZE} chunks")
         elif self.precision not in PRECISIONS:
@@ -232,6 +238,12 @@ class Settings:
             raise SettingsError(f"DELTAINV_TARGETS: unknown target group(s) {unknown}")
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"DELTAINV_LOG_LEVEL={self.log_level!r} is not valid; choose one of: {', '.join(_LOG_LEVELS)}")
+
+    def inaccuracy(self) -> str | None:
+        """Why the (stable) recipe is known not to reach fp32-level accuracy at the engines' chunk size."""
+        if self.method is None or not get_method(self.method).stable:
+            return None
+        return resolve(self.method, self.precision, **dict(self.options)).accuracy_warning(ENGINE_CHUNK_SIZE)
 
     @property
     def active(self) -> bool:
@@ -257,6 +269,7 @@ class Settings:
             guard=_bool(env, "DELTAINV_GUARD"),
             guard_method=_choice(env, "DELTAINV_GUARD_METHOD"),
             force_triton=_bool(env, "DELTAINV_FORCE_TRITON"),
+            allow_inaccurate=_bool(env, "DELTAINV_ALLOW_INACCURATE"),
             log_level=_choice(env, "DELTAINV_LOG_LEVEL"),
         )
 
@@ -272,6 +285,7 @@ class Settings:
             "DELTAINV_GUARD": "1" if self.guard else "0",
             "DELTAINV_GUARD_METHOD": self.guard_method,
             "DELTAINV_FORCE_TRITON": "1" if self.force_triton else "0",
+            "DELTAINV_ALLOW_INACCURATE": "1" if self.allow_inaccurate else "0",
             "DELTAINV_LOG_LEVEL": self.log_level,
         }
 
