@@ -57,11 +57,11 @@ def markdown(report: dict) -> str:
     tasks = list(report["baseline_acc"])
     short = [t.removeprefix("deltainv_") for t in tasks]
     cfg = report["config"]
-    lines = ["# Accuracy parity: the paper's headline result on the shipped model", "",
+    lines = [f"# Accuracy parity: the paper's headline result on `{Path(report['model']).name}`", "",
              f"Model `{Path(report['model']).name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
              f"{cfg['limit'] or 'all'} items per task; margin {100 * cfg['margin']:g} pt, alpha {cfg['alpha']}. "
              "Accuracy in %, delta in points against the baseline (the engine's own kernel, transformers' "
-             "PyTorch GDN), then the verdict of `deltainv parity` for that candidate.", "",
+             "PyTorch GDN/KDA), then the verdict of `deltainv parity` for that candidate.", "",
              "| candidate | " + " | ".join(short) + " | max abs. loglik drift | argmax flips | verdict |",
              "|---|" + "---|" * (len(tasks) + 3),
              "| baseline | " + " | ".join(f"{100 * report['baseline_acc'][t]:.1f}" for t in tasks) + " | - | - | - |"]
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPORTS))
     args = ap.parse_args(argv)
     config = ParityConfig(tasks=args.tasks.split(","), limit=args.limit, margin=args.margin / 100)
-    report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",")))
+    report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",") if x.strip()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "headline.json").write_text(json.dumps(report, indent=1))
