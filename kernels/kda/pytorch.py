@@ -43,10 +43,16 @@ def _check_kda_inputs(q, k, v, g, beta) -> tuple[int, int]:
     HV = v.shape[2]
     if q.shape != k.shape:
         raise ValueError(f"q must have k's shape {list(k.shape)}; got {list(q.shape)}")
-    if v.shape[:2] != (B, T) or HV % H:
-        raise ValueError(f"v {list(v.shape)} does not match k {list(k.shape)} (HV must be a multiple of H)")
+    if v.shape[:2] != (B, T):
+        raise ValueError(f"v {list(v.shape)} does not match k {list(k.shape)} in batch and length")
+    if HV % H:
+        raise ValueError(f"KDA: the {HV} value heads (v.shape[2]) are not a multiple of the {H} key heads "
+                         f"(k.shape[2])")
     if beta.shape != (B, T, HV):
         raise ValueError(f"beta must be [B, T, HV] = {[B, T, HV]}; got {list(beta.shape)}")
+    if g.dim() != 4:
+        raise ValueError(f"KDA: g must have rank 4, [B, T, HV, K] = {[B, T, HV, K]} (one gate per channel; "
+                         f"a rank-{g.dim()} gate {list(g.shape)} is Gated DeltaNet's per-head gate)")
     if g.shape != (B, T, HV, K):
         raise ValueError(f"g must be [B, T, HV, K] = {[B, T, HV, K]} (one gate per channel); got {list(g.shape)}")
     return H, HV

@@ -38,6 +38,8 @@ if engine == "sglang":
     sglang_cpu.prepare()
 modname, group = MODULES[engine]
 module = importlib.import_module(modname)
+if engine == "sglang":
+    sglang_cpu.fix_aliases("sglang.kernels.ops.attention.fla")
 held = [module.chunk_kda_fwd_intra]  # in a list: deltainv rebinds module globals that hold the original
 
 g = torch.Generator().manual_seed(seed)
