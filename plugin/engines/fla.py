@@ -40,32 +40,67 @@ def _kda_intra_accepts(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None,
 
 def kda_intra(settings, original, target):
     """``fla.ops.kda.chunk_fwd.chunk_kda_fwd_intra`` (fla's by-name copy; the dispatch-wrapped original
-    in ``chunk_intra`` is rebound too). fla 0.6.0 sends KDA to FlashKDA instead when the ``flash_kda``
-    package is installed and ``FLA_FLASH_KDA`` is not 0: then this function is never called, and
-    deltainv says so once."""
-    _warn_if_flash_kda()
-    built = kernel(dropin.fla_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts)
-    built.info["flash_kda"] = flash_kda_active()
-    return built
+    in ``chunk_intra`` is rebound too). When fla would hand ``chunk_kda`` to FlashKDA instead, the
+    ``fla.flash_kda`` route (:func:`flash_kda_verifier`) keeps it on this path."""
+    return kernel(dropin.fla_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts)
 
 
-def flash_kda_active() -> bool:
-    """Whether fla 0.6.0 would auto-dispatch ``chunk_kda`` to FlashKDA (installed and not disabled)."""
-    import importlib.util
-    import os
+def flash_kda_verifier(settings, original, target):
+    """``FlashKDABackend.chunk_kda_verifier``: fla 0.6's dispatch asks it whether FlashKDA takes a
+    ``chunk_kda`` call (by default when ``flash_kda`` is installed, on SM90+, without gradients).
 
-    if os.environ.get("FLA_FLASH_KDA", "1") == "0":
-        return False
-    try:
-        return importlib.util.find_spec("flash_kda") is not None
-    except (ImportError, ValueError):
-        return False
+    FlashKDA (Moonshot's fused CUTLASS forward) replaces the whole KDA forward, so the patched intra
+    function would not run. As for FlashQLA and GDN, when FlashKDA would accept the call deltainv
+    rejects it with a reason through fla's own verification, and fla runs its Triton path, which
+    calls the patched intra function. ``DELTAINV_FORCE_TRITON=0`` keeps FlashKDA, with a loud warning.
+    """
+    from ..log import info_once, warning_once
+
+    def chunk_kda_verifier(self, *args, **kwargs):
+        accepted, reason = original(self, *args, **kwargs)
+        if not accepted:
+            return accepted, reason
+        if settings.force_triton:
+            info_once("fla-route-kda", "fla would dispatch chunk_kda to FlashKDA; deltainv routes it to fla's Triton "
+                      "path so its KDA intra function runs (DELTAINV_FORCE_TRITON=0 keeps FlashKDA)")
+            return False, ("deltainv is active: fla's Triton path runs, with deltainv's KDA intra function "
+                           "(DELTAINV_FORCE_TRITON=0 keeps FlashKDA)")
+        warning_once("fla-route-kda", "fla dispatches chunk_kda to FlashKDA and DELTAINV_FORCE_TRITON=0: deltainv's "
+                     "KDA intra function will NOT run (FlashKDA replaces the whole forward); unset "
+                     "DELTAINV_FORCE_TRITON or set FLA_FLASH_KDA=0")
+        return accepted, reason
+
+    from ..core import Built
+
+    return Built(fast=chunk_kda_verifier, info={"does": "FlashKDA auto-dispatch -> fla's Triton path"})
 
 
-def _warn_if_flash_kda() -> None:
-    if flash_kda_active():
-        from ..log import warning_once
+def flash_qla_verifier(settings, original, target):
+    """``FlashQLABackend.chunk_gated_delta_rule_verifier``: fla 0.6's dispatch asks it whether FlashQLA
+    takes a ``chunk_gated_delta_rule`` call.
 
-        warning_once("fla-flash-kda", "fla dispatches chunk_kda to FlashKDA (the flash_kda package is installed): "
-                     "its fused CUTLASS forward does not call chunk_kda_fwd_intra, so deltainv's KDA inversion "
-                     "will NOT run under fla; set FLA_FLASH_KDA=0 to keep fla's Triton path, which deltainv patches")
+    FlashQLA (a fused TileLang kernel, used by default when ``flash_qla`` is installed on SM90/SM100/
+    SM120) replaces the whole forward, so the patched intra function would not run. When FlashQLA
+    would accept the call, deltainv rejects it with a reason, through fla's own verification: fla logs
+    the rejection and runs its Triton path, which calls the patched intra function.
+    ``DELTAINV_FORCE_TRITON=0`` keeps FlashQLA, with a loud warning.
+    """
+    from ..log import info_once, warning_once
+
+    def chunk_gated_delta_rule_verifier(self, *args, **kwargs):
+        accepted, reason = original(self, *args, **kwargs)
+        if not accepted:
+            return accepted, reason
+        if settings.force_triton:
+            info_once("fla-route", "fla would dispatch chunk_gated_delta_rule to FlashQLA; deltainv routes it to "
+                      "fla's Triton path so its intra function runs (DELTAINV_FORCE_TRITON=0 keeps FlashQLA)")
+            return False, ("deltainv is active: fla's Triton path runs, with deltainv's intra function "
+                           "(DELTAINV_FORCE_TRITON=0 keeps FlashQLA)")
+        warning_once("fla-route", "fla dispatches chunk_gated_delta_rule to FlashQLA and DELTAINV_FORCE_TRITON=0: "
+                     "deltainv's GDN intra function will NOT run (FlashQLA replaces the whole forward); "
+                     "unset DELTAINV_FORCE_TRITON or set FLA_FLASH_QLA=0")
+        return accepted, reason
+
+    from ..core import Built
+
+    return Built(fast=chunk_gated_delta_rule_verifier, info={"does": "FlashQLA auto-dispatch -> fla's Triton path"})
