@@ -53,7 +53,7 @@ def result(request, tmp_path_factory):
 def test_targets_declare_the_engines_exact_parameter_lists(result):
     engine = result["engine"]
     assert tuple(result["signature"]) == dropin.KDA_INTRA_PARAMS[engine]
-    kda = [t for t in TARGETS if t.rule == "kda" and t.group == engine]
+    kda = [t for t in TARGETS if t.rule == "kda" and t.group == engine and t.role == "kernel"]
     assert kda and all(t.params == dropin.KDA_INTRA_PARAMS[engine] for t in kda)
 
 
