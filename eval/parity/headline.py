@@ -80,8 +80,16 @@ def markdown(report: dict) -> str:
             if r["verdict"] != "pass":
                 lines.append(f"- {row['candidate']}, `{t}`: {r['reason']}")
     ns = [r["candidate"].split()[1] for r in report["candidates"] if r["candidate"].startswith("newton_schulz")]
-    cmd = "python -m deltainv.eval.parity.headline" + (f" --limit {cfg['limit']}" if cfg["limit"] else "")
-    cmd += f" --ns-iters {','.join(ns)}" if ns else ""
+    cmd = "python -m deltainv.eval.parity.headline"
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --model models/{Path(report['model']).name}"
+    if sorted(tasks) != sorted(TASKS.split(",")):
+        cmd += f" --tasks {','.join(tasks)}"
+    cmd += f" --limit {cfg['limit']}" if cfg["limit"] else ""
+    cmd += f" --margin {100 * cfg['margin']:g}" if abs(cfg["margin"] - 0.01) > 1e-12 else ""
+    cmd += f" --ns-iters {','.join(ns)}" if ns else ' --ns-iters ""'
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --out eval/reports/parity/{Path(report['model']).name}"
     lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: `{cmd}`.", ""]
     return "\n".join(lines)
 
