@@ -57,11 +57,11 @@ def markdown(report: dict) -> str:
     tasks = list(report["baseline_acc"])
     short = [t.removeprefix("deltainv_") for t in tasks]
     cfg = report["config"]
-    lines = ["# Accuracy parity: the paper's headline result on the shipped model", "",
+    lines = [f"# Accuracy parity: the paper's headline result on `{Path(report['model']).name}`", "",
              f"Model `{Path(report['model']).name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
              f"{cfg['limit'] or 'all'} items per task; margin {100 * cfg['margin']:g} pt, alpha {cfg['alpha']}. "
              "Accuracy in %, delta in points against the baseline (the engine's own kernel, transformers' "
-             "PyTorch GDN), then the verdict of `deltainv parity` for that candidate.", "",
+             "PyTorch GDN/KDA), then the verdict of `deltainv parity` for that candidate.", "",
              "| candidate | " + " | ".join(short) + " | max abs. loglik drift | argmax flips | verdict |",
              "|---|" + "---|" * (len(tasks) + 3),
              "| baseline | " + " | ".join(f"{100 * report['baseline_acc'][t]:.1f}" for t in tasks) + " | - | - | - |"]
@@ -80,8 +80,16 @@ def markdown(report: dict) -> str:
             if r["verdict"] != "pass":
                 lines.append(f"- {row['candidate']}, `{t}`: {r['reason']}")
     ns = [r["candidate"].split()[1] for r in report["candidates"] if r["candidate"].startswith("newton_schulz")]
-    cmd = "python -m deltainv.eval.parity.headline" + (f" --limit {cfg['limit']}" if cfg["limit"] else "")
-    cmd += f" --ns-iters {','.join(ns)}" if ns else ""
+    cmd = "python -m deltainv.eval.parity.headline"
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --model models/{Path(report['model']).name}"
+    if sorted(tasks) != sorted(TASKS.split(",")):
+        cmd += f" --tasks {','.join(tasks)}"
+    cmd += f" --limit {cfg['limit']}" if cfg["limit"] else ""
+    cmd += f" --margin {100 * cfg['margin']:g}" if abs(cfg["margin"] - 0.01) > 1e-12 else ""
+    cmd += f" --ns-iters {','.join(ns)}" if ns else ' --ns-iters ""'
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --out eval/reports/parity/{Path(report['model']).name}"
     lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: `{cmd}`.", ""]
     return "\n".join(lines)
 
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPORTS))
     args = ap.parse_args(argv)
     config = ParityConfig(tasks=args.tasks.split(","), limit=args.limit, margin=args.margin / 100)
-    report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",")))
+    report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",") if x.strip()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "headline.json").write_text(json.dumps(report, indent=1))
