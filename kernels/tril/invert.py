@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from .. import backend as backends
 from ..registry import CHUNK_SIZES, Recipe, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -35,18 +36,14 @@ def check_chunk_matrix(A: Any, name: str = "A") -> int:
     return check_chunk_size(A.shape[-1])
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``auto`` -> ``triton`` on CUDA when available, else ``torch``."""
-    if backend == "auto":
-        if device.type == "cuda":
-            from .. import triton_available
-
-            if triton_available():
-                return "triton"
-        return "torch"
-    if backend not in ("torch", "triton"):
-        raise ValueError(f"unknown backend {backend!r}; choose auto, torch or triton")
-    return backend
+def check_out_dtype(dtype: Any, name: str = "out_dtype") -> torch.dtype:
+    """``dtype`` must be a floating torch dtype (an integer dtype would round the inverse to integers)."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype, got {type(dtype).__name__}")
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating dtype (float16, bfloat16, float32 or float64), got {dtype}; "
+                        "the inverse is not integer-valued")
+    return dtype
 
 
 def invert(
@@ -64,10 +61,13 @@ def invert(
     Args:
         A: ``[..., C, C]``, C in {16, 32, 64, 128}; float16, bfloat16, float32 or float64.
             Only the strictly lower triangle is read: the diagonal and upper triangle are ignored.
-        method: a name from :data:`deltainv.kernels.METHODS` (default ``mxr_refine``).
+        method: a name from :data:`deltainv.kernels.METHODS` (default ``mxr_refine``), or a
+            :class:`~deltainv.kernels.registry.Recipe` from :func:`~deltainv.kernels.resolve`
+            (used as is; then no ``precision`` or options).
         precision: a name from :data:`deltainv.kernels.PRECISIONS` (default ``fp32``).
-        backend: ``torch`` (any device), ``triton`` (CUDA, or the CPU interpreter) or ``auto``.
-        out_dtype: dtype of the result (default float32; ``None`` keeps ``A.dtype``).
+        backend: ``torch`` (any device), ``triton`` (CUDA, or the CPU interpreter) or ``auto``;
+            decided by :func:`deltainv.kernels.backend.choose`.
+        out_dtype: floating dtype of the result (default float32; ``None`` keeps ``A.dtype``).
         check_finite: raise ``ValueError`` if the strictly lower triangle of ``A`` holds NaN or
             inf. With ``False`` non-finite input propagates into the result (and costs no
             device-to-host sync).
@@ -79,8 +79,9 @@ def invert(
         method's arithmetic and the operands of each product rounded per ``precision``.
     """
     check_chunk_matrix(A)
+    out_dtype = A.dtype if out_dtype is None else check_out_dtype(out_dtype)
     recipe = resolve(method, precision, **options)
-    backend = resolve_backend(backend, A.device)
+    backend = backends.choose(recipe, A.device, backend)
     L = A.to(torch.float32).tril(-1)
     if check_finite:
         bad = int((~torch.isfinite(L)).sum())
@@ -90,4 +91,4 @@ def invert(
                 "pass check_finite=False to let them propagate"
             )
     X = recipe.method.implementation(backend)(L, recipe.precision, **recipe.kwargs)
-    return X.to(A.dtype if out_dtype is None else out_dtype)
+    return X.to(out_dtype)
