@@ -93,7 +93,7 @@ def _compose(target: Target, original: Any, built: Built, settings: Settings) ->
         replacement = built.fast
     else:
         inner = guarded(key, built.fast, built.stable if settings.guard else None, built.pick, built.preserve,
-                        describe=settings.describe())
+                        describe=settings.describe(), engine=original)
         accepts = built.accepts
 
         def replacement(*args, **kwargs):

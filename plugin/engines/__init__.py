@@ -29,13 +29,15 @@ def kernel(
 ) -> Built:
     """A kernel target's :class:`Built`: the drop-in with the user's method and the guard's stable one.
 
-    ``with_backend``: the factory takes ``backend=`` (the inversion drop-ins); it gets
+    ``with_backend``: the factory takes ``backend=`` (the inversion drop-ins). The fast drop-in gets
     ``DELTAINV_BACKEND`` as is, and :mod:`deltainv.kernels.backend` decides per call (``auto``: Triton
-    on CUDA for methods with a Triton kernel, PyTorch otherwise, also on a GPU).
+    on CUDA for methods with a Triton kernel, PyTorch otherwise, also on a GPU). The guard's stable
+    drop-in always runs on the PyTorch backend, so its recompute does not go through the kernel
+    that failed.
     """
-    backend = {"backend": settings.backend} if with_backend else {}
-    fast = factory(settings.method, settings.precision, **backend, **factory_kwargs, **settings.method_options)
-    stable = factory(settings.guard_method, "fp32", **backend, **factory_kwargs)
+    fast = factory(settings.method, settings.precision, **({"backend": settings.backend} if with_backend else {}),
+                   **factory_kwargs, **settings.method_options)
+    stable = factory(settings.guard_method, "fp32", **({"backend": "torch"} if with_backend else {}), **factory_kwargs)
     info = {k: v for k, v in getattr(fast, "deltainv", {}).items()}
     return Built(fast=fast, stable=stable, pick=pick, accepts=accepts, preserve=preserve, info=info)
 
