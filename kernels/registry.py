@@ -155,7 +155,7 @@ _METHODS = (
         summary="recursive block inversion doubling from 1x1 blocks (MBH)",
         stable=True,
         precisions=PRECISIONS,
-        impls={"torch": f"{_TORCH}:blocked"},
+        impls={"torch": f"{_TORCH}:blocked", "triton": f"{_TRITON}:blocked"},
     ),
     Method(
         name="product",

@@ -149,16 +149,16 @@ def _options(env: Mapping[str, str], method: str | None) -> tuple[tuple[str, Any
         pairs[key] = _option_value(value.strip())
     if method is not None:
         spec = get_method(method)
-        try:
-            spec.check_options(pairs)
-        except TypeError as exc:
-            raise SettingsError(f"DELTAINV_OPTIONS={text!r}: {exc}") from None
         for key in ("refine_precision",):
             if pairs.get(key) is not None and pairs[key] not in PRECISIONS:
                 raise SettingsError(
                     f"DELTAINV_OPTIONS={text!r}: {key}={pairs[key]!r} is not a precision; "
                     f"choose one of: {', '.join(PRECISIONS)}"
                 )
+        try:
+            spec.check_options(pairs)
+        except (TypeError, ValueError) as exc:  # the registry checks each value's type and range
+            raise SettingsError(f"DELTAINV_OPTIONS={text!r}: {exc}") from None
     return tuple(sorted(pairs.items()))
 
 

@@ -14,7 +14,7 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behavi
 
 def test_triton_methods_are_the_registry_entries_with_a_triton_implementation():
     assert triton_methods() == tuple(n for n, m in METHODS.items() if "triton" in m.impls)
-    assert set(triton_methods()) == {"substitution", "mxr", "mxr_refine"}
+    assert {"substitution", "mxr", "mxr_refine"} <= set(triton_methods()) < set(METHODS)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -34,7 +34,7 @@ def test_auto_on_cuda_without_a_driver_is_torch(method):
 @pytest.mark.parametrize("method", [m for m in METHODS if "triton" not in METHODS[m].impls])
 def test_explicit_triton_refuses_methods_without_a_kernel(method):
     with pytest.raises(BackendError, match=f"method '{method}' has no 'triton' implementation; methods with one: "
-                                           "substitution, mxr, mxr_refine"):
+                                           f"{', '.join(triton_methods())}"):
         choose(resolve(method, "fp32"), "cpu", "triton")
 
 
