@@ -72,20 +72,24 @@ def is_default(c: Config) -> bool:
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
+    """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
+    use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
     from deltainv.kernels.gdn.triton import MAX_CHUNK
+    from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import CONFIGS, TRITON_METHODS
 
+    order = {64: 0, 32: 1, 16: 2, 128: 3}
+    methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
     out = []
-    for m in methods:
-        if m not in TRITON_METHODS:
+    for kernel in ("solve_tril", "gdn_intra"):
+        if kernel not in kernels:
             continue
-        prec = gpu_recipes()[m]
-        for bt in bts:
-            for nc, w in CONFIGS[bt]:
-                if "solve_tril" in kernels:
-                    out.append(Config("solve_tril", m, bt, nc, w, prec))
-                if "gdn_intra" in kernels and bt <= MAX_CHUNK:
-                    out.append(Config("gdn_intra", m, bt, nc, w, prec + ":bf16"))
+        for bt in sorted(bts, key=lambda b: order.get(b, 9)):
+            if kernel == "gdn_intra" and bt > MAX_CHUNK:
+                continue
+            for m in methods:
+                prec = gpu_recipes()[m] + (":bf16" if kernel == "gdn_intra" else "")
+                out += [Config(kernel, m, bt, nc, w, prec) for nc, w in CONFIGS[bt]]
     return out
 
 
@@ -231,29 +235,35 @@ def _run(args) -> int:
     import triton
 
     todo = configs(args.kernels, [int(b) for b in args.bt.split(",")], args.methods.split(","))
-    rows = []
-    for n, c in enumerate(todo, 1):
-        r = compile_config(c, args.arch)
-        predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
-        row = {"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
-               "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
-               "default": is_default(c)}
-        rows.append(row)
-        print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
-              f"{c.precisions:<24} {r['seconds']:6.1f} s  regs {r['registers']:3d}  spill {r['spill_bytes']:5d} B  "
-              f"mma/chunk {r['mma_per_chunk']:5d}  instr/chunk {r['warp_instructions_per_chunk']:6d}  "
-              f"~{predicted} us (floor {floor})", file=sys.stderr, flush=True)
     host = f"cpu-{platform.machine()}".lower().replace("_", "-")
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
-            "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:])}
-    (out / "compile_time.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Triton kernels compiled for sm_{args.arch} on this CPU (no GPU)", "",
-             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}`", "",
-             "Per config: cold compile seconds (on a shared 2-core box, so an upper bound), ptxas registers and "
+            "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
+    rows: list[dict] = []
+    for n, c in enumerate(todo, 1):
+        r = compile_config(c, args.arch)
+        predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
+        rows.append({"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
+                     "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
+                     "default": is_default(c)})
+        print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
+              f"{c.precisions:<24} {r['seconds']:6.1f} s  regs {r['registers']:3d}  spill {r['spill_bytes']:5d} B  "
+              f"mma/chunk {r['mma_per_chunk']:5d}  instr/chunk {r['warp_instructions_per_chunk']:6d}  "
+              f"~{predicted} us (floor {floor})", file=sys.stderr, flush=True)
+        write(out, meta, rows)  # after every config: a run cut short keeps what it compiled
+    print(f"wrote {out / 'compile_time.json'} and compile_time.md", file=sys.stderr)
+    return 0
+
+
+def write(out: Path, meta: dict, rows: list[dict]) -> None:
+    (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
+    lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
+             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}` ({len(rows)} of {meta['planned']} configs).",
+             "",
+             "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
              "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
@@ -267,8 +277,6 @@ def _run(args) -> int:
         text = [f"**{x}**" if r["default"] else str(x) for x in cells]
         lines.append("| " + " | ".join(text) + " |")
     (out / "compile_time.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'compile_time.json'} and compile_time.md", file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":

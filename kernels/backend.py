@@ -33,7 +33,12 @@ _TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton"
 
 
 class BackendError(ValueError):
-    """A backend that cannot run this request here (the message names the problem and the fix)."""
+    """A backend that cannot run this method at all (the message names the methods that it runs)."""
+
+
+class BackendUnavailable(RuntimeError):
+    """``backend="triton"`` on a machine or tensor where Triton cannot run (the message names the
+    problem and the fix)."""
 
 
 def triton_methods() -> tuple[str, ...]:
@@ -98,9 +103,9 @@ def check_method(recipe: Recipe, backend: str) -> str:
 def choose(recipe: Recipe, device: torch.device | str, backend: str = "auto") -> str:
     """The backend (``"torch"`` or ``"triton"``) that runs ``recipe`` on tensors on ``device``.
 
-    Raises :class:`BackendError` for an explicit ``triton`` that cannot run: a method without a
-    Triton implementation, or no usable GPU (tensors off CUDA, or Triton without a driver) and no
-    ``TRITON_INTERPRET=1``.
+    An explicit ``triton`` raises :class:`BackendError` (a ``ValueError``) for a method without a
+    Triton implementation, and :class:`BackendUnavailable` (a ``RuntimeError``) where Triton cannot
+    run: no triton package, tensors off CUDA, or no GPU driver, unless ``TRITON_INTERPRET=1``.
     """
     check_method(recipe, backend)
     device = torch.device(device)
@@ -110,21 +115,25 @@ def choose(recipe: Recipe, device: torch.device | str, backend: str = "auto") ->
         usable = (device.type == "cuda" and "triton" in recipe.method.impls and triton_kernels_built()
                   and triton_available())
         return "triton" if usable else "torch"
-    if triton_interpreted():
-        return "triton"
+    if importlib.util.find_spec("triton") is None:
+        raise BackendUnavailable("backend='triton' needs the triton package: pip install 'deltainv[triton]', "
+                                 "or use backend='torch' (or 'auto')")
     if not triton_kernels_built():
-        raise BackendError("backend='triton': this deltainv build ships no Triton kernels; use backend='torch' or 'auto'")
+        raise BackendUnavailable("backend='triton': this deltainv build ships no Triton kernels; use "
+                                 "backend='torch' (or 'auto')")
+    if triton_interpreted():
+        return "triton"  # Triton's CPU interpreter runs the kernels on any device (slowly; bf16 math is inexact)
     if device.type != "cuda":
-        raise BackendError(
-            f"backend='triton' needs CUDA tensors; these are on {device.type}. Move them to a GPU, use "
-            "backend='auto' or 'torch', or set TRITON_INTERPRET=1 to run the Triton kernels in the CPU "
-            "interpreter (slow; for tests)"
+        raise BackendUnavailable(
+            f"backend='triton' needs a CUDA tensor; this one is on {device.type}. Move it to a GPU, use "
+            "backend='torch' (or 'auto'), or set TRITON_INTERPRET=1 before importing triton to run the kernels "
+            "in Triton's CPU interpreter"
         )
     problem = _triton_driver()
     if problem is not None:
-        raise BackendError(
-            f"backend='triton' cannot run: {problem}. Install a Triton that matches this GPU's driver "
-            "(the one PyTorch ships), or use backend='auto' or 'torch'"
+        raise BackendUnavailable(
+            f"backend='triton' cannot run: {problem}. Use backend='torch' (or 'auto'), or check the CUDA "
+            "driver and that Triton matches it (`deltainv doctor` shows what Triton sees)"
         )
     return "triton"
 
@@ -132,6 +141,7 @@ def choose(recipe: Recipe, device: torch.device | str, backend: str = "auto") ->
 __all__ = [
     "BACKEND_CHOICES",
     "BackendError",
+    "BackendUnavailable",
     "check_choice",
     "check_method",
     "choose",

@@ -17,8 +17,20 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from deltainv.kernels.registry import BACKENDS, DEFAULT_PRECISION, METHODS, get_method
+from deltainv.kernels.registry import BACKENDS, DEFAULT_PRECISION, METHODS, get_method, resolve
 from deltainv.kernels.precision import PRECISIONS
+
+#: The chunk size the engines' GDN and KDA kernels invert (fla's, vLLM's and SGLang's ``BT``).
+ENGINE_CHUNK_SIZE = 64
+
+#: ``DELTAINV_*`` variables read elsewhere than :class:`Settings` (any other name is a typo).
+OTHER_VARIABLES: Mapping[str, str] = MappingProxyType({
+    "DELTAINV_API_KEY": "deltainv serve: the API key clients must send (see `deltainv serve --help`)",
+    "DELTAINV_ENGINE_VENVS": "scripts/setup.sh: which engine environments to create",
+    "DELTAINV_EXTRAS": "scripts/setup.sh: which extras to install",
+    "DELTAINV_VENV": "scripts/setup.sh: where to create the environment",
+    "DELTAINV_TEST_SEED": "tests: the session's random seed",
+})
 
 #: Engine-hook target groups (see :mod:`deltainv.plugin.targets`), in presentation order.
 TARGET_GROUPS: tuple[str, ...] = ("fla", "vllm", "vllm_cpu", "sglang", "transformers")
@@ -192,6 +204,18 @@ class Settings:
                 spec.check_precision(self.precision)
             except ValueError as exc:
                 raise SettingsError(f"DELTAINV_PRECISION={self.precision!r}: {exc}") from None
+            opts = ",".join(f"{k}={v}" for k, v in self.options)
+            try:
+                recipe = resolve(self.method, self.precision, **dict(self.options))
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"DELTAINV_OPTIONS={opts!r}: {exc}") from None
+            # A valid recipe the library accepts for study (e.g. too few Newton-Schulz iterations)
+            # must not reach an engine: it would answer wrongly, not fail. Unstable methods are
+            # the guard's business (tests and studies deploy them on purpose).
+            warning = recipe.accuracy_warning(ENGINE_CHUNK_SIZE) if recipe.method.stable else None
+            if warning is not None:
+                raise SettingsError(f"DELTAINV_OPTIONS={opts!r}: {warning}; the engines invert "
+                                    f"{ENGINE_CHUNK_SIZE}x{ENGINE_CHUNK_SIZE} chunks")
         elif self.precision not in PRECISIONS:
             raise SettingsError(f"DELTAINV_PRECISION={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
         if self.backend not in ("auto", *BACKENDS):
@@ -259,6 +283,13 @@ class Settings:
         return f"method={self.method} precision={self.precision}{opts}"
 
 
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``DELTAINV_*`` names in ``environ`` that nothing reads (typos such as ``DELTAINV_METOD``)."""
+    env = os.environ if environ is None else environ
+    return sorted(k for k in env if k.startswith("DELTAINV_") and k not in VARIABLE_BY_NAME
+                  and k not in OTHER_VARIABLES)
+
+
 def variables_markdown() -> str:
     """The table as Markdown (``docs/plugin.md`` holds this verbatim; a test keeps them in sync)."""
     rows = ["| variable | default | values | effect |", "|---|---|---|---|"]
@@ -279,6 +310,8 @@ __all__ = [
     "TARGET_GROUPS",
     "VARIABLES",
     "VARIABLE_BY_NAME",
+    "OTHER_VARIABLES",
+    "unknown_variables",
     "Variable",
     "variables_markdown",
 ]

@@ -20,6 +20,14 @@ def check_dtype(A: Any, name: str = "A") -> None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {A.dtype}")
 
 
+def check_out_dtype(out_dtype: Any, name: str = "out_dtype") -> Any:
+    """``out_dtype`` must be ``None`` or a floating dtype: an integer inverse would be silently rounded.
+    Returns it."""
+    if out_dtype is not None and out_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be None or float16, bfloat16, float32 or float64, got {out_dtype}")
+    return out_dtype
+
+
 def check_chunk_size(C: int) -> int:
     if C not in CHUNK_SIZES:
         raise ValueError(f"chunk size C={C} is not supported; use one of {', '.join(map(str, CHUNK_SIZES))}")
@@ -36,14 +44,6 @@ def check_chunk_matrix(A: Any, name: str = "A") -> int:
     return check_chunk_size(A.shape[-1])
 
 
-def check_out_dtype(dtype: Any, name: str = "out_dtype") -> torch.dtype:
-    """``dtype`` must be a floating torch dtype (an integer dtype would round the inverse to integers)."""
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"{name} must be a torch.dtype, got {type(dtype).__name__}")
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a floating dtype (float16, bfloat16, float32 or float64), got {dtype}; "
-                        "the inverse is not integer-valued")
-    return dtype
 
 
 def invert(
