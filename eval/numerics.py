@@ -19,7 +19,7 @@ from typing import IO, Any
 import torch
 
 from deltainv import __version__
-from deltainv.kernels import CHUNK_SIZES, METHODS, PRECISIONS, invert
+from deltainv.kernels import CHUNK_SIZES, METHODS, PRECISIONS, Recipe, invert, resolve
 from deltainv.kernels.inputs import INPUTS, chunk_matrices
 
 from .metrics import error_stats, reference_inverse
@@ -70,8 +70,23 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
+def recipes(config: NumericsConfig) -> dict[tuple[str, str], Recipe]:
+    """Every (method, precision) cell of the grid validated once into its
+    :class:`~deltainv.kernels.registry.Recipe`, each method with the options it takes; precisions a
+    method does not take are left out. Raises ``ValueError``/``TypeError`` naming a bad option."""
+    out = {}
+    for name in config.methods:
+        method = METHODS[name]
+        opts = {k: v for k, v in config.options if k in method.options}
+        for precision in config.precisions:
+            if precision in method.precisions:
+                out[name, precision] = resolve(name, precision, **opts)
+    return out
+
+
 def run(config: NumericsConfig, progress: IO[str] | None = sys.stderr) -> Report:
     """Run the grid; print one progress line per (input, C) to ``progress``."""
+    grid = recipes(config)
     report = Report(config)
     report.meta = {
         "deltainv": __version__,
@@ -87,18 +102,13 @@ def run(config: NumericsConfig, progress: IO[str] | None = sys.stderr) -> Report
         A = chunk_matrices(kind, config.n, C, seed=config.seed + 1000 * C)
         ref = reference_inverse(A)
         spec = INPUTS[kind]
-        for name in config.methods:
-            method = METHODS[name]
-            for precision in config.precisions:
-                if precision not in method.precisions:
-                    continue
-                opts = {k: v for k, v in config.options if k in method.options}
-                X = invert(A, name, precision, **opts)
-                stats = error_stats(A, X, ref)
-                report.rows.append({
-                    "method": name, "precision": precision, "input": kind, "family": spec.family,
-                    "typical": spec.typical, "beta_max": spec.beta_max, "C": C, **stats.as_dict(),
-                })
+        for (name, precision), recipe in grid.items():
+            X = invert(A, recipe)
+            stats = error_stats(A, X, ref)
+            report.rows.append({
+                "method": name, "precision": precision, "input": kind, "family": spec.family,
+                "typical": spec.typical, "beta_max": spec.beta_max, "C": C, **stats.as_dict(),
+            })
         if progress is not None:
             print(f"[numerics {i:>3}/{len(cells)}] {kind:<16} C={C:<3} "
                   f"({time.perf_counter() - t0:5.1f}s)", file=progress, flush=True)

@@ -52,17 +52,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     kw = {k: v for k, v in picked.items() if v is not None}
     options = []
+    specs = {name: spec for m in METHODS.values() for name, spec in m.options.items()}
     for item in args.option:
         key, sep, value = item.partition("=")
-        known = {o for m in METHODS.values() for o in m.options}
-        if not sep or key not in known:
-            print(f"deltainv numerics: --option wants KEY=VALUE with KEY in {', '.join(sorted(known))}; got {item!r}",
+        if not sep or key not in specs:
+            print(f"deltainv numerics: --option wants KEY=VALUE with KEY in {', '.join(sorted(specs))}; got {item!r}",
                   file=sys.stderr)
             return 2
-        if key.endswith("precision") and value not in PRECISIONS:
-            print(f"deltainv numerics: {key} must be one of {', '.join(PRECISIONS)}; got {value!r}", file=sys.stderr)
+        try:
+            options.append((key, specs[key].parse(value)))
+        except ValueError as e:
+            print(f"deltainv numerics: {e}", file=sys.stderr)
             return 2
-        options.append((key, int(value) if value.isdigit() else value))
     if options:
         kw["options"] = tuple(options)
     config = nm.NumericsConfig.quick(**kw) if args.quick else nm.NumericsConfig(**kw)
@@ -71,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
             print("deltainv numerics: -n must be at least 1", file=sys.stderr)
             return 2
         config = nm.NumericsConfig(**{**config.__dict__, "n": args.n})
+    try:
+        nm.recipes(config)  # every (method, precision, options) validated before the grid runs
+    except (TypeError, ValueError) as e:
+        print(f"deltainv numerics: {e}", file=sys.stderr)
+        return 2
     report = nm.run(config)
     print(nm.format_table(report))
     if args.json:

@@ -37,16 +37,18 @@ from typing import Any
 
 import torch
 
-from .registry import resolve
+from . import backend as backends
+from .precision import check_precision
+from .registry import Recipe, resolve
 
 
-def _checked(method: str | None, precision: str | None, options: dict[str, Any]) -> tuple[str, str, dict]:
-    recipe = resolve(method, precision, **options)
-    return recipe.name, recipe.precision, recipe.kwargs
+def _info(recipe: Recipe, backend: str, **extra: Any) -> dict[str, Any]:
+    """What a drop-in runs, for ``deltainv.plugin.status()`` and logs (the ``.deltainv`` attribute)."""
+    return {"method": recipe.name, "precision": recipe.precision, "backend": backend, **extra, **recipe.kwargs}
 
 
 def solve_tril(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     backend: str = "auto",
@@ -55,21 +57,24 @@ def solve_tril(
     """``solve_tril(A, cu_seqlens=None, chunk_indices=None, output_dtype=torch.float)`` with deltainv's method.
 
     Same contract as fla / vLLM: ``A`` ``[B, T, H, BT]`` strictly lower per chunk, returns
-    ``(I + A)^-1`` in ``output_dtype`` (``None``: ``A.dtype``).
+    ``(I + A)^-1`` in ``output_dtype`` (``None``: ``A.dtype``). The request is validated here,
+    once (:func:`~deltainv.kernels.registry.resolve`, and the backend against the method); each
+    call only picks the backend for its tensors' device (:func:`deltainv.kernels.backend.choose`).
     """
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
+    backends.check_method(recipe, backend)
     from .tril.layout import solve_tril as _solve_tril
 
     def solve_tril(A, cu_seqlens=None, chunk_indices=None, output_dtype=torch.float):
-        return _solve_tril(A, cu_seqlens, chunk_indices, output_dtype, method=name, precision=precision,
-                           backend=backend, **opts)
+        return _solve_tril(A, cu_seqlens, chunk_indices, output_dtype, method=recipe, backend=backend)
 
-    solve_tril.deltainv = {"method": name, "precision": precision, "backend": backend, **opts}
+    solve_tril.deltainv = _info(recipe, backend)
+    solve_tril.recipe = recipe
     return solve_tril
 
 
 def gdn_fwd_intra(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     gate_log2: bool,
@@ -81,25 +86,27 @@ def gdn_fwd_intra(
 
     Returns ``(w, u, A)`` as fla 0.6.0 (``gate_log2=True``) and SGLang 0.5.23 (``gate_log2=False``)
     do: ``w`` ``[B, T, HV, K]``, ``u`` ``[B, T, HV, V]``, ``A = (I + A)^-1`` ``[B, T, HV, BT]``, all in
-    the input dtypes. ``g`` is the in-chunk cumulative gate.
+    the input dtypes. ``g`` is the in-chunk cumulative gate. The backend is chosen per call for
+    the tensors' device (:func:`deltainv.kernels.backend.choose`): the fused Triton kernel or the
+    PyTorch reference.
     """
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
+    backends.check_method(recipe, backend)
+    if wu_precision is not None:
+        check_precision(wu_precision)
     from .gdn.pytorch import chunk_gated_delta_rule_fwd_intra as _torch_intra
 
     def chunk_gated_delta_rule_fwd_intra(k, v, g=None, beta=None, cu_seqlens=None, chunk_size=64, chunk_indices=None):
-        impl = _torch_intra
-        if backend != "torch" and k.is_cuda:
-            from .tril.invert import resolve_backend
+        if backends.choose(recipe, k.device, backend) == "triton":
+            from .gdn.triton import chunk_gated_delta_rule_fwd_intra as fused
 
-            if resolve_backend(backend, k.device) == "triton":
-                from .gdn.triton import chunk_gated_delta_rule_fwd_intra as impl  # noqa: F811
-        return impl(k, v, g, beta, cu_seqlens, chunk_size, chunk_indices, gate_log2=gate_log2, method=name,
-                    precision=precision, wu_precision=wu_precision, **opts)
+            return fused(k, v, g, beta, cu_seqlens, chunk_size, chunk_indices, gate_log2=gate_log2, recipe=recipe,
+                         wu_precision=wu_precision)
+        return _torch_intra(k, v, g, beta, cu_seqlens, chunk_size, chunk_indices, gate_log2=gate_log2,
+                            method=recipe, wu_precision=wu_precision)
 
-    chunk_gated_delta_rule_fwd_intra.deltainv = {
-        "method": name, "precision": precision, "backend": backend, "gate_log2": gate_log2,
-        "wu_precision": wu_precision, **opts,
-    }
+    chunk_gated_delta_rule_fwd_intra.deltainv = _info(recipe, backend, gate_log2=gate_log2, wu_precision=wu_precision)
+    chunk_gated_delta_rule_fwd_intra.recipe = recipe
     return chunk_gated_delta_rule_fwd_intra
 
 
@@ -178,7 +185,7 @@ vllm_kda_fwd_intra = functools.partial(kda_fwd_intra, contract="vllm")
 
 
 def vllm_cpu_gdn(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     chunk_size: int = 64,
@@ -194,9 +201,9 @@ def vllm_cpu_gdn(
     its slot in place; returns ``(o [1, T, HV, V] in query's dtype, initial_state)``. ``eps`` is the
     L2-norm epsilon (``x / sqrt(sum x^2 + eps)``). ``head_first=True`` is rejected, as the C++ kernel does.
     """
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
+    from .chunking import l2norm
     from .gdn.pytorch import chunk_gated_delta_rule as _gdn
-    from .gdn.pytorch import l2norm
 
     def chunk_gated_delta_rule_cpu(query, key, value, g, beta, initial_state, output_final_state, cu_seqlens,
                                    head_first, use_qk_l2norm_in_kernel, initial_state_indices, eps=1e-5):
@@ -207,16 +214,17 @@ def vllm_cpu_gdn(
         if use_qk_l2norm_in_kernel:
             query, key = l2norm(query, eps), l2norm(key, eps)
         o, final = _gdn(query, key, value, g, beta, initial_state=initial_state[slots], output_final_state=True,
-                        cu_seqlens=cu_seqlens, chunk_size=chunk_size, method=name, precision=precision, **opts)
+                        cu_seqlens=cu_seqlens, chunk_size=chunk_size, method=recipe)
         initial_state[slots] = final.to(initial_state.dtype)
         return o.to(out_dtype), initial_state
 
-    chunk_gated_delta_rule_cpu.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    chunk_gated_delta_rule_cpu.deltainv = _info(recipe, "torch")
+    chunk_gated_delta_rule_cpu.recipe = recipe
     return chunk_gated_delta_rule_cpu
 
 
 def transformers_gdn(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     **options: Any,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
@@ -228,23 +236,23 @@ def transformers_gdn(
     eps 1e-6, queries scaled by ``K ** -0.5``. Packed sequences (``cu_seqlens=`` in ``kwargs``, B = 1)
     are kept apart; every other keyword is ignored, as transformers does.
     """
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
     from .gdn.pytorch import chunk_gated_delta_rule as _gdn
 
     def torch_chunk_gated_delta_rule(query, key, value, g, beta, chunk_size=64, initial_state=None,
                                      output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs):
         o, final = _gdn(query, key, value, g, beta, initial_state=initial_state,
                         output_final_state=output_final_state, cu_seqlens=kwargs.get("cu_seqlens"),
-                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=name,
-                        precision=precision, **opts)
+                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=recipe)
         return o.to(query.dtype), final
 
-    torch_chunk_gated_delta_rule.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    torch_chunk_gated_delta_rule.deltainv = _info(recipe, "torch")
+    torch_chunk_gated_delta_rule.recipe = recipe
     return torch_chunk_gated_delta_rule
 
 
 def transformers_kda(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     **options: Any,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
@@ -253,18 +261,18 @@ def transformers_kda(
     transformers' Kimi Linear contract (5.19-5.23): as :func:`transformers_gdn` with a per-channel
     gate ``g`` ``[B, T, HV, K]``.
     """
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
     from .kda.pytorch import chunk_kda as _kda
 
     def chunk_kimi_delta_attention(query, key, value, g, beta, chunk_size=64, initial_state=None,
                                    output_final_state=False, use_qk_l2norm_in_kernel=False, **kwargs):
         o, final = _kda(query, key, value, g, beta, initial_state=initial_state,
                         output_final_state=output_final_state, cu_seqlens=kwargs.get("cu_seqlens"),
-                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=name,
-                        precision=precision, **opts)
+                        chunk_size=chunk_size, use_qk_l2norm=use_qk_l2norm_in_kernel, method=recipe)
         return o.to(query.dtype), final
 
-    chunk_kimi_delta_attention.deltainv = {"method": name, "precision": precision, "backend": "torch", **opts}
+    chunk_kimi_delta_attention.deltainv = _info(recipe, "torch")
+    chunk_kimi_delta_attention.recipe = recipe
     return chunk_kimi_delta_attention
 
 

@@ -115,7 +115,7 @@ def _compose(key: str, role: str, original: Any, built: Built, settings: Setting
         replacement = built.fast
     else:
         inner = guarded(key, built.fast, built.stable if settings.guard else None, built.pick, built.preserve,
-                        describe=settings.describe())
+                        describe=settings.describe(), engine=original)
         accepts = built.accepts
 
         def replacement(*args, **kwargs):

@@ -19,7 +19,6 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
-import os
 import platform
 import re
 import sys
@@ -42,9 +41,7 @@ def _entry_points() -> dict[str, str | None]:
 
 
 def _triton() -> dict[str, Any]:
-    from deltainv.kernels import triton_available
-
-    from .engines import triton_kernels_built
+    from deltainv.kernels.backend import triton_available, triton_interpreted, triton_kernels_built
 
     try:
         version = importlib.metadata.version("triton")
@@ -60,7 +57,7 @@ def _triton() -> dict[str, Any]:
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "triton_gpu_driver": gpu,
         "deltainv_triton_kernels": triton_kernels_built(),
-        "interpreter": os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
+        "interpreter": triton_interpreted(),
         "auto_backend_on_cuda": "triton" if (gpu and triton_kernels_built()) else "torch",
         "triton_path_available": bool(gpu and triton_kernels_built()),
     }

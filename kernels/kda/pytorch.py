@@ -27,9 +27,19 @@ from __future__ import annotations
 
 import torch
 
-from ..gdn.pytorch import DEFAULT_WU_PRECISION, _chunk_recurrence, _gather, _heads_first, _scatter, l2norm
+from ..chunking import (
+    DEFAULT_WU_PRECISION,
+    check_inputs,
+    chunk_recurrence,
+    gate_exp,
+    gather,
+    heads_first,
+    l2norm,
+    scatter,
+)
 from ..index import chunk_table
 from ..precision import check_precision, matmul
+from ..registry import Recipe, resolve
 from ..tril.invert import invert
 
 #: Elements of one ``[chunks, heads, BT, BT, K]`` decay slab (bounds the memory of the pairwise decays).
@@ -58,10 +68,6 @@ def _check_kda_inputs(q, k, v, g, beta) -> tuple[int, int]:
     return H, HV
 
 
-def _exp(x: torch.Tensor, log2: bool) -> torch.Tensor:
-    return torch.exp2(x) if log2 else torch.exp(x)
-
-
 def _pairwise(left: torch.Tensor, right: torch.Tensor, G: torch.Tensor, log2: bool, strict: bool) -> torch.Tensor:
     """``M_ij = sum_c left_ic right_jc exp(G_ic - G_jc)`` on the lower triangle, 0 elsewhere.
 
@@ -76,7 +82,7 @@ def _pairwise(left: torch.Tensor, right: torch.Tensor, G: torch.Tensor, log2: bo
         e = slice(s, s + step)
         diff = G[e][..., :, None, :] - G[e][..., None, :, :]            # [n, HV, BT, BT, K]
         # Mask before exp: above the diagonal G_i - G_j >= 0 can overflow.
-        decay = torch.where(mask[..., None], _exp(torch.where(mask[..., None], diff, zero), log2), zero)
+        decay = torch.where(mask[..., None], gate_exp(torch.where(mask[..., None], diff, zero), log2), zero)
         out[e] = torch.einsum("nhic,nhjc,nhijc->nhij", left[e], right[e], decay)
     return out
 
@@ -146,29 +152,31 @@ def chunk_kda_fwd_intra(
     scale = K**-0.5 if scale is None else scale
     table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
     rep = HV // H
-    kc = _heads_first(_gather(k, table), rep)                 # [NT, HV, BT, K]
-    qc = _heads_first(_gather(q, table), rep)
-    bc = _heads_first(_gather(beta, table))                   # [NT, HV, BT]
-    Gc = _heads_first(_gather(gk, table))                     # [NT, HV, BT, K], 0 past a chunk's end
+    kc = heads_first(gather(k, table), rep)                 # [NT, HV, BT, K]
+    qc = heads_first(gather(q, table), rep)
+    bc = heads_first(gather(beta, table))                   # [NT, HV, BT]
+    # The already-summed gate padded with each chunk's last real value, never 0: with 0 a padded row
+    # would compute exp(0 - G_j), inf once G_j < -88.7 (ln) or -128 (log2), and 0 * inf = NaN.
+    Gc = heads_first(gather(gk, table, pad="edge"))         # [NT, HV, BT, K]
     A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
     Ai = invert(A, method, precision, check_finite=False, **options)
     Aqk = scale * _pairwise(qc, kc, Gc, gate_log2, strict=False)
 
     def out(x, dtype):
-        return _scatter(x.movedim(1, 2), table, B, T, dtype)
+        return scatter(x.movedim(1, 2), table, B, T, dtype)
 
     w = u = qg = kg = None
     if v is not None:
-        vc = _heads_first(_gather(v, table))
+        vc = heads_first(gather(v, table))
         wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
-        w = out(matmul(Ai, kc * bc[..., None] * _exp(Gc, gate_log2), wu_precision), k.dtype)
+        w = out(matmul(Ai, kc * bc[..., None] * gate_exp(Gc, gate_log2), wu_precision), k.dtype)
         u = out(matmul(Ai, vc * bc[..., None], wu_precision), v.dtype)
         last = (table.valid.sum(1) - 1).clamp_min(0)          # [NT]: the last real row of each chunk
         G_last = Gc[torch.arange(Gc.shape[0], device=Gc.device), :, last][:, :, None, :]
         valid = table.valid[:, None, :, None]
-        kg = out(torch.where(valid, kc * _exp(torch.where(valid, G_last - Gc, 0.0), gate_log2), 0.0), k.dtype)
+        kg = out(torch.where(valid, kc * gate_exp(torch.where(valid, G_last - Gc, 0.0), gate_log2), 0.0), k.dtype)
         if with_qg:
-            qg = out(qc * _exp(Gc, gate_log2), k.dtype)
+            qg = out(qc * gate_exp(Gc, gate_log2), k.dtype)
     return w, u, qg, kg, out(Aqk, k.dtype), out(Ai, k.dtype)
 
 
@@ -186,7 +194,7 @@ def chunk_kda(
     *,
     use_qk_l2norm: bool = False,
     gate_log2: bool = False,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     wu_precision: str | None = None,
     **options,
@@ -201,13 +209,16 @@ def chunk_kda(
         output_final_state: also return the state after each sequence, ``[N, HV, K, V]`` fp32.
         chunk_size: 16, 32, 64 or 128.
         use_qk_l2norm: L2-normalise q and k (eps 1e-6) first.
-        method, precision, options: the inversion (see :func:`deltainv.kernels.invert`).
+        method, precision, options: the inversion (see :func:`deltainv.kernels.invert`; a
+            :class:`~deltainv.kernels.registry.Recipe` as ``method`` is used as is).
         wu_precision: operand rounding of the W/U products (default ``tf32x3``, as
             :mod:`deltainv.kernels.gdn.pytorch`).
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
     """
+    recipe = resolve(method, precision, **options)
+    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
     H, HV = _check_kda_inputs(q, k, v, g, beta)
     B, T, _, K = k.shape
     scale = K**-0.5 if scale is None else scale
@@ -215,26 +226,26 @@ def chunk_kda(
         q, k = l2norm(q), l2norm(k)
     table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
     rep = HV // H
-    kc = _heads_first(_gather(k, table), rep)                 # [NT, HV, BT, K]
-    qc = _heads_first(_gather(q, table), rep)
-    vc = _heads_first(_gather(v, table))                      # [NT, HV, BT, V]
-    bc = _heads_first(_gather(beta, table))                   # [NT, HV, BT]
-    # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G.
-    Gc = torch.cumsum(_heads_first(_gather(g, table)), dim=2)  # [NT, HV, BT, K]
+    kc = heads_first(gather(k, table), rep)                   # [NT, HV, BT, K]
+    qc = heads_first(gather(q, table), rep)
+    vc = heads_first(gather(v, table))                        # [NT, HV, BT, V]
+    bc = heads_first(gather(beta, table))                     # [NT, HV, BT]
+    # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G (the
+    # edge padding of deltainv.kernels.chunking): their decays stay finite, and k, beta are 0 there.
+    Gc = torch.cumsum(heads_first(gather(g, table)), dim=2)   # [NT, HV, BT, K]
 
     A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
-    Ai = invert(A, method, precision, check_finite=False, **options)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
-    w = matmul(Ai, kc * bc[..., None] * _exp(Gc, gate_log2), wu_precision)
+    Ai = invert(A, recipe, backend="torch", check_finite=False)
+    w = matmul(Ai, kc * bc[..., None] * gategate_exp(Gc, gate_log2), wu_precision)
     u = matmul(Ai, vc * bc[..., None], wu_precision)
     qk = _pairwise(qc, kc, Gc, gate_log2, strict=False)
-    q_decay = qc * _exp(Gc, gate_log2)
+    q_decay = qc * gategate_exp(Gc, gate_log2)
     G_last = Gc[..., -1:, :]                                  # [NT, HV, 1, K]
-    k_decay = kc * _exp(G_last - Gc, gate_log2)
-    state_decay = _exp(G_last, gate_log2).mT                  # [NT, HV, K, 1]
+    k_decay = kc * gate_exp(G_last - Gc, gate_log2)
+    state_decay = gate_exp(G_last, gate_log2).mT              # [NT, HV, K, 1]
 
-    o, S = _chunk_recurrence(w, u, q_decay, qk, k_decay, state_decay, table, initial_state, scale)
-    out = _scatter(o.movedim(1, 2), table, B, T, v.dtype)
+    o, S = chunk_recurrence(w, u, q_decay, qk, k_decay, state_decay, table, initial_state, scale)
+    out = scatter(o.movedim(1, 2), table, B, T, v.dtype)
     return out, (S if output_final_state else None)
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from .. import backend as backends
 from ..index import chunk_table
-from .invert import check_chunk_size, check_dtype, check_out_dtype, invert, resolve_backend
+from ..registry import Recipe, resolve
+from .invert import check_chunk_size, check_dtype, check_out_dtype, invert
 
 
 def check_engine_layout(A: torch.Tensor) -> tuple[int, int, int, int]:
@@ -29,7 +31,7 @@ def solve_tril(
     chunk_indices: torch.Tensor | None = None,
     output_dtype: torch.dtype | None = torch.float32,
     *,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     backend: str = "auto",
     check_finite: bool = False,
@@ -43,10 +45,11 @@ def solve_tril(
         cu_seqlens: ``[N + 1]`` int32/int64 for a packed varlen batch (then B must be 1).
         chunk_indices: optional precomputed ``[NT, 2]`` ``(sequence, chunk)`` rows for
             ``cu_seqlens``; rows with a negative sequence id are padding and are skipped.
-        output_dtype: dtype of the result; ``None`` keeps ``A.dtype`` (fla's convention).
+        output_dtype: floating dtype of the result; ``None`` keeps ``A.dtype`` (fla's convention).
         method, precision, options: as in :func:`deltainv.kernels.invert` (defaults: the
-            registry's ``DEFAULT_METHOD`` / ``DEFAULT_PRECISION``).
-        backend: ``auto`` (Triton on CUDA when available, else PyTorch), ``torch`` or ``triton``.
+            registry's ``DEFAULT_METHOD`` / ``DEFAULT_PRECISION``; a ``Recipe`` is used as is).
+        backend: ``auto`` (Triton on CUDA when available, else PyTorch), ``torch`` or ``triton``
+            (see :mod:`deltainv.kernels.backend`).
         check_finite: raise on NaN/inf in ``A``. Off by default: this sits on the engines'
             hot path, where the check would cost a device-to-host sync; non-finite input then
             propagates to the chunks it touches.
@@ -56,28 +59,18 @@ def solve_tril(
         chunk's inverse (unit diagonal, zeros above it and beyond a partial chunk's end).
     """
     B, T, H, BT = check_engine_layout(A)
-    check_out_dtype(output_dtype, "output_dtype")
-    out_dtype = A.dtype if output_dtype is None else output_dtype
-    backend = resolve_backend(backend, A.device)
-    if backend == "triton":
+    out_dtype = A.dtype if output_dtype is None else check_out_dtype(output_dtype, "output_dtype")
+    recipe = resolve(method, precision, **options)
+    if backends.choose(recipe, A.device, backend) == "triton":
         from .triton import solve_tril as triton_solve_tril
 
-        from ..registry import resolve
-
-        return triton_solve_tril(A, cu_seqlens, chunk_indices, out_dtype,
-                                 recipe=resolve(method, precision, **options), check_finite=check_finite)
-
-    def _inv(chunks: torch.Tensor) -> torch.Tensor:
-        return invert(
-            chunks, method, precision, backend="torch", out_dtype=out_dtype,
-            check_finite=check_finite, **options,
-        )
+        return triton_solve_tril(A, cu_seqlens, chunk_indices, out_dtype, recipe=recipe, check_finite=check_finite)
 
     table = chunk_table(B, T, BT, cu_seqlens, chunk_indices, A.device)
     out = torch.zeros(B * T, H, BT, dtype=out_dtype, device=A.device)
     if table.rows.numel():
         chunks = A.reshape(B * T, H, BT)[table.rows]  # [NT, BT, H, BT]
         chunks = torch.where(table.valid[:, :, None, None], chunks, torch.zeros((), dtype=A.dtype, device=A.device))
-        X = _inv(chunks.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-        out[table.rows[table.valid]] = X[table.valid]
+        X = invert(chunks.permute(0, 2, 1, 3), recipe, backend="torch", out_dtype=out_dtype, check_finite=check_finite)
+        out[table.rows[table.valid]] = X.permute(0, 2, 1, 3)[table.valid]
     return out.reshape(B, T, H, BT)

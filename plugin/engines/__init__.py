@@ -8,42 +8,13 @@ choice is steered to the path that carries deltainv's kernel.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
-from deltainv.kernels.registry import CHUNK_SIZES, get_method
+from deltainv.kernels.registry import CHUNK_SIZES
 
 from ..core import Built
-from ..log import logger
 from ..settings import Settings
-
-_TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton")
-
-
-def triton_kernels_built() -> bool:
-    """Whether this deltainv build ships its Triton kernels (finds the modules; imports only their
-    parent packages, which are deltainv's own and import no Triton)."""
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in _TRITON_MODULES)
-    except ImportError:
-        return False
-
-
-def inversion_backend(settings: Settings, method: str) -> str:
-    """The backend an inversion drop-in gets for ``method``.
-
-    ``auto`` resolves to Triton on CUDA inside the drop-in; deltainv hands it ``torch`` instead
-    when this build has no Triton kernels or ``method`` has none (``product``, ``blocked``, ...), so
-    such a method still runs on a GPU, in PyTorch. (``DELTAINV_BACKEND=triton`` with such a method is
-    rejected when the settings are parsed.)
-    """
-    if settings.backend == "torch":
-        return "torch"
-    if not triton_kernels_built() or "triton" not in get_method(method).impls:
-        logger.debug(f"{method}: no Triton kernel in this build; the inversion runs on the PyTorch backend")
-        return "torch"
-    return settings.backend
 
 
 def kernel(
@@ -58,15 +29,15 @@ def kernel(
 ) -> Built:
     """A kernel target's :class:`Built`: the drop-in with the user's method and the guard's stable one.
 
-    ``with_backend``: the factory takes ``backend=`` (the inversion drop-ins); it gets
-    :func:`inversion_backend` for each of the two methods.
+    ``with_backend``: the factory takes ``backend=`` (the inversion drop-ins). The fast drop-in gets
+    ``DELTAINV_BACKEND`` as is, and :mod:`deltainv.kernels.backend` decides per call (``auto``: Triton
+    on CUDA for methods with a Triton kernel, PyTorch otherwise, also on a GPU). The guard's stable
+    drop-in always runs on the PyTorch backend, so its recompute does not go through the kernel
+    that failed.
     """
-    def backend(method: str) -> dict[str, str]:
-        return {"backend": inversion_backend(settings, method)} if with_backend else {}
-
-    fast = factory(settings.method, settings.precision, **backend(settings.method), **factory_kwargs,
-                   **settings.method_options)
-    stable = factory(settings.guard_method, "fp32", **backend(settings.guard_method), **factory_kwargs)
+    fast = factory(settings.method, settings.precision, **({"backend": settings.backend} if with_backend else {}),
+                   **factory_kwargs, **settings.method_options)
+    stable = factory(settings.guard_method, "fp32", **({"backend": "torch"} if with_backend else {}), **factory_kwargs)
     info = {k: v for k, v in getattr(fast, "deltainv", {}).items()}
     return Built(fast=fast, stable=stable, pick=pick, accepts=accepts, preserve=preserve, info=info)
 

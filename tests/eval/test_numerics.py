@@ -101,7 +101,9 @@ def test_default_recipe_finding_judges_the_default_against_fla_ieee():
         (["--sizes", "48"], "unknown value(s) [48]"),
         (["-n", "0"], "-n must be at least 1"),
         (["--option", "foo=1"], "--option wants KEY=VALUE"),
-        (["--option", "base_precision=fp8"], "base_precision must be one of"),
+        (["--option", "base_precision=fp8"], "option base_precision='fp8' of method 'mxr' is not valid; it takes"),
+        (["--methods", "newton_schulz", "--option", "iters=0"], "option iters=0 of method 'newton_schulz' is not valid"),
+        (["--option", "iters=many"], "option iters='many' is not valid; it takes an integer in [1, 64]"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args, message):
