@@ -236,10 +236,10 @@ def chunk_kda(
 
     A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
     Ai = invert(A, recipe, backend="torch", check_finite=False)
-    w = matmul(Ai, kc * bc[..., None] * gategate_exp(Gc, gate_log2), wu_precision)
+    w = matmul(Ai, kc * bc[..., None] * gate_exp(Gc, gate_log2), wu_precision)
     u = matmul(Ai, vc * bc[..., None], wu_precision)
     qk = _pairwise(qc, kc, Gc, gate_log2, strict=False)
-    q_decay = qc * gategate_exp(Gc, gate_log2)
+    q_decay = qc * gate_exp(Gc, gate_log2)
     G_last = Gc[..., -1:, :]                                  # [NT, HV, 1, K]
     k_decay = kc * gate_exp(G_last - Gc, gate_log2)
     state_decay = gate_exp(G_last, gate_log2).mT              # [NT, HV, K, 1]
