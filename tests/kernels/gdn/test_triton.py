@@ -38,8 +38,11 @@ def _poison(k, v, BT):
 def test_matches_reference_varlen_grouped_heads(method, BT, dtype, seed):
     k, v, gc, beta, cu = _inputs(seed, dtype, BT)
     opts = MIXED.get(method, {})
-    got = fused(k, v, gc, beta, cu, BT, method=method, precision="tf32", out=_poison(k, v, BT), **opts)
-    ref = reference(k.cpu(), v.cpu(), gc.cpu(), beta.cpu(), cu.cpu(), BT, method=method, precision="tf32", **opts)
+    # blocked doubles inside the 16x16 tiles: in tf32 a rounding boundary flipped by another summation
+    # order moves an entry by 2^-11, so it is compared in its GPU recipe, tf32x3
+    prec = "tf32x3" if method == "blocked" else "tf32"
+    got = fused(k, v, gc, beta, cu, BT, method=method, precision=prec, out=_poison(k, v, BT), **opts)
+    ref = reference(k.cpu(), v.cpu(), gc.cpu(), beta.cpu(), cu.cpu(), BT, method=method, precision=prec, **opts)
     exact = reference(*(x.cpu().double() for x in (k, v, gc, beta)), cu.cpu(), BT, method="torch",
                       wu_precision="fp32")
     for name, a, b, t in zip("wuA", got, ref, exact):

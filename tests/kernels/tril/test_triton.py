@@ -53,7 +53,9 @@ def test_varlen_matches_pytorch_reference_and_writes_every_element(method, BT, s
         assert torch.isfinite(got).all(), f"{method}/{precision}: unwritten or non-finite elements"
         ref = solve_tril(A.cpu(), cu.cpu(), method=method, precision=precision, backend="torch", **opts)
         tol = 1e-6 if precision in ("fp32", "tf32x3") else 1e-4 if precision in ("tf32", "fp16") else 5e-3
-        assert_kernel_close(got, ref, truth(A, cu), atol=tol, msg=f"{method}/{precision}")
+        # Relative too: the batched tiles sum products in another order than the reference (32x32 masked
+        # tiles at BT=128), which moves large inverse entries by a few ulp.
+        assert_kernel_close(got, ref, truth(A, cu), atol=tol, rtol=10 * tol, msg=f"{method}/{precision}")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
