@@ -33,13 +33,12 @@ from typing import Any
 
 import torch
 
-from .registry import DEFAULT_METHOD, DEFAULT_PRECISION, get_method
+from .registry import resolve
 
 
 def _checked(method: str | None, precision: str | None, options: dict[str, Any]) -> tuple[str, str, dict]:
-    spec = get_method(DEFAULT_METHOD if method is None else method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
-    return spec.name, precision, spec.check_options(options)
+    recipe = resolve(method, precision, **options)
+    return recipe.name, recipe.precision, recipe.kwargs
 
 
 def solve_tril(

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..registry import CHUNK_SIZES, DEFAULT_METHOD, DEFAULT_PRECISION, get_method
+from ..registry import CHUNK_SIZES, Recipe, resolve
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -51,7 +51,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 def invert(
     A: torch.Tensor,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     backend: str = "torch",
@@ -79,9 +79,7 @@ def invert(
         method's arithmetic and the operands of each product rounded per ``precision``.
     """
     check_chunk_matrix(A)
-    spec = get_method(DEFAULT_METHOD if method is None else method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
-    opts = spec.check_options(options)
+    recipe = resolve(method, precision, **options)
     backend = resolve_backend(backend, A.device)
     L = A.to(torch.float32).tril(-1)
     if check_finite:
@@ -91,5 +89,5 @@ def invert(
                 f"A holds {bad} non-finite value(s) in its strictly lower triangle; "
                 "pass check_finite=False to let them propagate"
             )
-    X = spec.implementation(backend)(L, precision, **opts)
+    X = recipe.method.implementation(backend)(L, recipe.precision, **recipe.kwargs)
     return X.to(A.dtype if out_dtype is None else out_dtype)

@@ -61,10 +61,10 @@ def solve_tril(
     if backend == "triton":
         from .triton import solve_tril as triton_solve_tril
 
-        return triton_solve_tril(
-            A, cu_seqlens, chunk_indices, out_dtype,
-            method=method, precision=precision, check_finite=check_finite, **options,
-        )
+        from ..registry import resolve
+
+        return triton_solve_tril(A, cu_seqlens, chunk_indices, out_dtype,
+                                 recipe=resolve(method, precision, **options), check_finite=check_finite)
 
     def _inv(chunks: torch.Tensor) -> torch.Tensor:
         return invert(

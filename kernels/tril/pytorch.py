@@ -16,6 +16,7 @@ import math
 import torch
 
 from ..precision import matmul
+from ..registry import newton_schulz_converged_iters
 
 #: Size of the diagonal blocks that ``substitution`` solves by forward substitution and that
 #: ``mxr`` inverts with the product form: one fp16 MMA fragment, and the largest size at which
@@ -170,21 +171,11 @@ def mxr_refine(
     return newton_schulz_step(L, X, refine_precision or precision)
 
 
-def default_newton_schulz_iters(n: int) -> int:
-    """Iterations that converge from ``X0 = I/(2C)`` in fp32: 12 up to C = 64, 14 at 128.
-
-    The error stalls near 1 for about ``log2(2C ln(1/u))`` steps, then squares each step.
-    """
-    return max(12, math.ceil(2 * math.log2(n)))
-
-
 def newton_schulz(L: torch.Tensor, precision: str = "fp32", iters: int | None = None) -> torch.Tensor:
     """Newton-Schulz iteration from ``X0 = I / (2C)``; ``iters`` defaults to enough to converge."""
     n = L.shape[-1]
     if iters is None:
-        iters = default_newton_schulz_iters(n)
-    if iters < 0:
-        raise ValueError(f"newton_schulz needs iters >= 0, got {iters}")
+        iters = newton_schulz_converged_iters(n)
     X = _eye_like(L).expand_as(L) / (2 * n)
     for _ in range(iters):
         X = newton_schulz_step(L, X, precision)

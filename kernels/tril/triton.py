@@ -1,9 +1,12 @@
-"""Triton launchers for the inversion kernels (``backend="triton"``).
+"""``solve_tril`` on the GPU (``backend="triton"``): the engines' ``[B, T, H, BT]`` layout, NC chunk-heads
+per program, one per warp, inverted by the shared :func:`~deltainv.kernels.tril.tiled.invert_tiles`.
 
-The kernels are generated (:mod:`deltainv.kernels.tril.codegen` -> ``_generated.py``): one per
-(method, BT) for ``substitution``, ``mxr`` and ``mxr_refine``. They read ``A`` in the engines'
-``[B, T, H, BT]`` layout (fp32, bf16 or fp16), keep the whole chunk's inverse in registers and
-write every element of every real row, so the output needs no zero-fill.
+A program's NC work items are consecutive (chunk, head) pairs: the heads of one chunk sit side by
+side in memory (row ``t`` of ``A`` holds ``[H, BT]``), so a program reads and writes whole rows of
+``H * BT`` elements when NC >= H. Items may come from different sequences (varlen); items past the
+end and graph-capture padding rows (negative sequence id) are masked. Every tile of every real row is
+loaded up front and every output element is written exactly once (zeros above the diagonal), so
+the output needs no zero-fill.
 """
 
 from __future__ import annotations
@@ -11,32 +14,126 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
 
 from ..index import varlen_chunk_indices
-from ..registry import DEFAULT_METHOD, DEFAULT_PRECISION, get_method
-from .invert import check_chunk_size, check_dtype
+from ..registry import Recipe, resolve
+from ..triton_tiles import interpreting, tri, zeros
+from .tiled import invert_tiles
 
 #: Methods with a Triton kernel.
-TRITON_METHODS = ("substitution", "mxr", "mxr_refine")
+TRITON_METHODS = ("substitution", "blocked", "mxr", "mxr_refine")
+
+#: ``(NC, num_warps)`` autotune configs per chunk size: one chunk per warp on 16x16 tiles; at
+#: BT = 128 (32x32 tiles, 32 registers per tile per lane) two warps per chunk.
+CONFIGS: dict[int, tuple[tuple[int, int], ...]] = {
+    16: ((8, 8), (4, 4)),
+    32: ((8, 8), (4, 4)),
+    64: ((4, 4), (8, 8)),
+    128: ((2, 4), (4, 8)),
+}
 
 
-def _kernel(method: str, BT: int):
-    from ._generated import KERNELS
-
-    try:
-        return KERNELS[method, BT]
-    except KeyError:
-        raise ValueError(f"method {method!r} has no Triton kernel (Triton methods: {', '.join(TRITON_METHODS)})") from None
+def tile_edge(method: str, bt: int) -> int:
+    """Register tile edge: 16, except 32x32 tiles for the doubling methods at BT = 128 (half as many
+    unrolled products, which is what compile time and register allocation grow with)."""
+    return 32 if bt == 128 and method != "substitution" else 16
 
 
-def _stage_precisions(method: str, precision: str, options: dict[str, Any]) -> dict[str, str]:
-    spec = get_method(method)
-    opts = spec.check_options(options)
-    base = opts.get("base_precision") or precision
-    refine = opts.get("refine_precision") or precision
-    for p in (base, refine):
-        spec.check_precision(p)
-    return {"PREC": precision, "BASE_PREC": base, "REFINE_PREC": refine}
+def autotune_configs() -> list[triton.Config]:
+    """Every chunk size's configs; :func:`prune_configs` keeps those of the launch's BT."""
+    seen = dict.fromkeys(c for bt in sorted(CONFIGS) for c in CONFIGS[bt])
+    return [triton.Config({"NC": nc}, num_warps=w, num_stages=1) for nc, w in seen]
+
+
+def prune_configs(configs, named_args, **kwargs):
+    want = CONFIGS[kwargs["BT"]]
+    keep = sorted((c for c in configs if (c.kwargs["NC"], c.num_warps) in want),
+                  key=lambda c: want.index((c.kwargs["NC"], c.num_warps)))
+    return keep[:1] if interpreting() else keep
+
+
+@triton.jit
+def chunk_items(cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr, NC: tl.constexpr,
+                IS_VARLEN: tl.constexpr):
+    """This program's NC (chunk, head) items: ``(row0, n_rows, head)`` as ``[NC]`` int64 vectors.
+
+    ``row0`` is the chunk's first token (flat over ``B * T``), ``n_rows`` how many of its BT rows exist
+    (0 for masked items, fewer than BT for a sequence's last chunk).
+    """
+    item = tl.program_id(0).to(tl.int64) * NC + tl.arange(0, NC)
+    live = item < n_items
+    chunk = item // H
+    head = item % H
+    if IS_VARLEN:
+        seq = tl.load(chunk_indices + chunk * 2, mask=live, other=-1).to(tl.int64)
+        pos = tl.load(chunk_indices + chunk * 2 + 1, mask=live, other=0).to(tl.int64)
+        live = live & (seq >= 0)  # graph-capture padding rows
+        seq = tl.maximum(seq, 0)
+        bos = tl.load(cu_seqlens + seq, mask=live, other=0).to(tl.int64)
+        eos = tl.load(cu_seqlens + seq + 1, mask=live, other=0).to(tl.int64)
+    else:
+        n_chunks = tl.cdiv(T, BT)
+        bos = (chunk // n_chunks) * T
+        pos = chunk % n_chunks
+        eos = bos + T
+    row0 = bos + pos * BT
+    n_rows = tl.where(live, eos - row0, 0)
+    return row0, n_rows, head
+
+
+@triton.jit
+def tile_offsets(base, row_stride, I: tl.constexpr, J: tl.constexpr, S: tl.constexpr):
+    """``[NC, S, S]`` element offsets of tile ``(I, J)`` of the chunks starting at ``base`` (``[NC]``)."""
+    o = tl.arange(0, S)
+    return (base[:, None, None] + (I * S + o)[None, :, None] * row_stride
+            + tl.max_contiguous(tl.multiple_of(J * S + o, S), S)[None, None, :])
+
+
+@triton.jit
+def row_mask(n_rows, I: tl.constexpr, S: tl.constexpr):
+    o = tl.arange(0, S)
+    return (I * S + o)[None, :, None] < n_rows[:, None, None]
+
+
+@triton.jit
+def solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr,
+                     S: tl.constexpr, IS_VARLEN: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr,
+                     BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr, NC: tl.constexpr):
+    """Load NC chunks' strictly lower tiles, invert them, store every tile of every real row once."""
+    NB: tl.constexpr = BT // S
+    row0, n_rows, head = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
+    base = tl.multiple_of((row0 * H + head) * BT, 16)
+    o = tl.arange(0, S)
+    L = ()
+    for i in tl.static_range(NB):  # every load issued before any arithmetic
+        for j in tl.static_range(i + 1):
+            x = tl.load(A + tile_offsets(base, H * BT, i, j, S), mask=row_mask(n_rows, i, S), other=0.0)
+            x = x.to(tl.float32)
+            if i == j:
+                x = tl.where((o[:, None] > o[None, :])[None, :, :], x, 0.0)
+            L = L + (x,)
+    X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
+    for i in tl.static_range(NB):
+        for j in tl.static_range(NB):
+            ptrs = Ai + tile_offsets(base, H * BT, i, j, S)
+            if j <= i:
+                x = X[tri(i, j)]
+            else:
+                x = zeros(NC, S)
+            tl.store(ptrs, x.to(Ai.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
+
+
+@triton.autotune(configs=autotune_configs(), key=["H", "BT", "S", "IS_VARLEN", "METHOD", "PREC", "BASE_PREC",
+                                                "REFINE_PREC"], prune_configs_by={"early_config_prune": prune_configs})
+@triton.jit(do_not_specialize=["T", "n_items"])
+def solve_tril_kernel(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr,
+                      S: tl.constexpr, IS_VARLEN: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr,
+                      BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr, NC: tl.constexpr):
+    """``Ai = (I + A)^-1`` for every chunk of ``A`` ``[B, T, H, BT]``; NC (chunk, head) items per program."""
+    solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H, BT, S, IS_VARLEN, METHOD, PREC, BASE_PREC,
+                     REFINE_PREC, NC)
 
 
 def solve_tril(
@@ -45,47 +142,42 @@ def solve_tril(
     chunk_indices: torch.Tensor | None = None,
     output_dtype: torch.dtype | None = torch.float32,
     *,
-    method: str | None = None,
-    precision: str | None = None,
+    recipe: Recipe,
     check_finite: bool = False,
     out: torch.Tensor | None = None,
-    **options: Any,
 ) -> torch.Tensor:
-    """``(I + A)^-1`` per chunk of ``A`` ``[B, T, H, BT]`` on the GPU; contract of :func:`deltainv.kernels.solve_tril`.
+    """``(I + A)^-1`` per chunk of ``A`` ``[B, T, H, BT]`` (fp32, bf16 or fp16) for a resolved ``recipe``.
 
-    With ``chunk_indices`` given (as vLLM passes them) no device-to-host synchronisation happens;
-    ``cu_seqlens`` values are then trusted, as the engines' own kernels trust them. Without it the
-    chunk table is built on the host, and ``cu_seqlens`` is validated on the way.
-    ``out`` (``[B, T, H, BT]``) receives the result if given.
+    Contract of :func:`deltainv.kernels.solve_tril`. With ``chunk_indices`` given (as vLLM passes
+    them) there is no device-to-host synchronisation; ``cu_seqlens`` values are then trusted, as the
+    engines' own kernels trust them. Without it the chunk table is built on the host and
+    ``cu_seqlens`` is validated on the way. ``out`` (``[B, T, H, BT]``, contiguous) receives the result.
     """
-    check_dtype(A)
-    if A.dim() != 4:
-        raise ValueError(f"A must have shape [B, T, H, BT]; got shape {list(A.shape)} (rank {A.dim()})")
+    if recipe.name not in TRITON_METHODS:
+        raise ValueError(f"method {recipe.name!r} has no Triton kernel (Triton methods: {', '.join(TRITON_METHODS)})")
     B, T, H, BT = A.shape
-    check_chunk_size(BT)
-    method = DEFAULT_METHOD if method is None else method
-    spec = get_method(method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
-    stages = _stage_precisions(method, precision, options)
-    kernel = _kernel(spec.name, BT)
     if check_finite and not bool(torch.isfinite(A).all()):
         raise ValueError(f"A holds {int((~torch.isfinite(A)).sum())} non-finite value(s); "
                          "pass check_finite=False to let them propagate")
-    out_dtype = A.dtype if output_dtype is None else output_dtype
     A = A.contiguous()
     if out is None:
-        out = torch.empty(B, T, H, BT, dtype=out_dtype, device=A.device)
+        out = torch.empty(B, T, H, BT, dtype=A.dtype if output_dtype is None else output_dtype, device=A.device)
     elif out.shape != A.shape or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous tensor of shape {list(A.shape)}")
     if cu_seqlens is not None:
         chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        NT = chunk_indices.shape[0]
+        n_chunks = chunk_indices.shape[0]
     else:
         if chunk_indices is not None:
             raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
-        NT = -(-T // BT)
-    if NT and B * H:
-        kernel[(NT, B * H)](A, out, cu_seqlens, chunk_indices, T, H=H, IS_VARLEN=cu_seqlens is not None, **stages)
+        n_chunks = B * triton.cdiv(T, BT)
+    n_items = n_chunks * H
+    if n_items:
+        solve_tril_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
+            A, out, cu_seqlens, chunk_indices, T, n_items, H=H, BT=BT, S=tile_edge(recipe.name, BT),
+            IS_VARLEN=cu_seqlens is not None, METHOD=recipe.name, PREC=recipe.precision,
+            BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision,
+        )
     return out
 
 
@@ -95,13 +187,16 @@ def invert(L: torch.Tensor, precision: str, *, method: str, **options: Any) -> t
     A batch of N chunk matrices is the engine layout ``[1, N*C, 1, C]``: consecutive C-row chunks.
     """
     C = L.shape[-1]
-    flat = L.reshape(1, -1, 1, C)
-    X = solve_tril(flat, method=method, precision=precision, **options)
+    X = solve_tril(L.reshape(1, -1, 1, C), recipe=resolve(method, precision, **options))
     return X.reshape(L.shape)
 
 
 def substitution(L, precision="fp32"):
     return invert(L, precision, method="substitution")
+
+
+def blocked(L, precision="fp32"):
+    return invert(L, precision, method="blocked")
 
 
 def mxr(L, precision="fp32", base_precision=None):

@@ -14,7 +14,7 @@ import torch
 from deltainv.eval.metrics import error_stats, reference_inverse
 from deltainv.kernels import CHUNK_SIZES, METHODS, invert
 from deltainv.kernels.inputs import INPUTS, chunk_matrices
-from deltainv.kernels.tril.pytorch import default_newton_schulz_iters
+from deltainv.kernels.registry import newton_schulz_converged_iters
 
 STABLE = [m for m, spec in METHODS.items() if spec.stable]
 TYPICAL = [k for k, spec in INPUTS.items() if spec.typical]
@@ -148,13 +148,16 @@ def test_mxr_needs_beta_at_most_one(seed):
 
 def test_newton_schulz_converges_gradually_and_by_default(seed):
     A, ref = _case("gdn_nogate", 64, 32, seed)
-    errs = [error_stats(A, invert(A, "newton_schulz", "fp32", iters=k), ref).rel_fro for k in range(0, 13)]
+    errs = [error_stats(A, invert(A, "newton_schulz", "fp32", iters=k), ref).rel_fro for k in range(1, 13)]
+    errs = [None, *errs]  # errs[k]: k iterations
     assert errs[6] >= 0.1, "6 iterations from I/(2C) cannot have converged at C = 64"
-    assert all(b <= a * 1.01 for a, b in zip(errs, errs[1:])), errs
+    assert all(b <= a * 1.01 for a, b in zip(errs[1:], errs[2:])), errs
     assert errs[12] <= 1e-6
-    assert default_newton_schulz_iters(64) == 12 and default_newton_schulz_iters(128) == 14
-    with pytest.raises(ValueError, match="iters"):
-        invert(A, "newton_schulz", iters=-1)
+    assert newton_schulz_converged_iters(64) == 12 and newton_schulz_converged_iters(128) == 14
+    for bad in (0, -1, 65, 2.5, True, "12"):
+        with pytest.raises(ValueError, match=r"option iters=.* of method 'newton_schulz' is not valid; "
+                                             r"it takes an integer in \[1, 64\]"):
+            invert(A, "newton_schulz", iters=bad)
 
 
 def test_mxr_refine_in_tf32x3_repairs_a_tf32_mxr(seed):
