@@ -34,6 +34,7 @@ import torch
 from ..gdn.pytorch import DEFAULT_WU_PRECISION, _gather, _heads_first, _scatter
 from ..index import ChunkTable, chunk_table
 from ..precision import check_precision, matmul
+from ..registry import Recipe, resolve
 from ..tril.invert import invert
 
 #: fla's RWKV-7 gate lower bound, ``-exp(-0.5)``: ``w = -0.6065 * sigmoid(.)``.
@@ -112,7 +113,7 @@ def chunk_dplr_delta_rule(
     chunk_size: int | None = 64,
     *,
     lower_bound: float | None = None,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     wu_precision: str | None = None,
     inverse: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -130,7 +131,8 @@ def chunk_dplr_delta_rule(
         chunk_size: 16, 32, 64 or 128 (None: 64).
         safe_gate, lower_bound: accepted for fla compatibility; this path needs neither (its decays
             are never factorised). A ``lower_bound`` must be negative, as in fla.
-        method, precision, options: the inversion (see :func:`deltainv.kernels.invert`).
+        method, precision, options: the inversion (a registry name and its options, or a
+            :class:`~deltainv.kernels.registry.Recipe` from :func:`~deltainv.kernels.registry.resolve`).
         wu_precision: operand rounding of the W/U products (default ``tf32x3``).
         inverse: a study hook replacing the registry, ``A [..., BT, BT] -> (I + A)^-1`` (e.g.
             :func:`deltainv.kernels.dplr.fla_recipe.fla_fp16_inverse`); excludes ``method``.
@@ -145,6 +147,7 @@ def chunk_dplr_delta_rule(
         raise ValueError(f"lower_bound must be negative (gk is a log-decay < 0); got {lower_bound}")
     if inverse is not None and (method is not None or precision is not None or options):
         raise ValueError("pass either inverse= or method/precision/options, not both")
+    recipe = resolve(method, precision, **options) if inverse is None else None   # validated once, up front
     B, T, H, K = k.shape
     scale = K**-0.5 if scale is None else scale
     table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
@@ -159,7 +162,7 @@ def chunk_dplr_delta_rule(
     if inverse is not None:
         Ai = inverse(-A_ab)
     else:
-        Ai = invert(-A_ab, method, precision, check_finite=False, **options)
+        Ai = invert(-A_ab, recipe, check_finite=False)
     wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
     w = matmul(Ai, ac * torch.exp(Ge), wu_precision)
     u = matmul(matmul(Ai, A_ak, wu_precision), vc, wu_precision)

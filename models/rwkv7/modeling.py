@@ -29,7 +29,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from deltainv.kernels.dplr import RWKV7_LOWER_BOUND, chunk_rwkv7, fla_fp16_inverse, recurrent_dplr_delta_rule
-from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
+from deltainv.kernels.registry import Recipe, resolve
 
 from .configuration import RWKV7Config
 
@@ -39,32 +39,29 @@ CHUNK_SIZE = 64
 
 @dataclass(frozen=True)
 class Inversion:
-    """How the prefill inverts: a registry method, or fla's fp16 recipe (``fla_fp16=True``)."""
+    """How the prefill inverts: a registry :class:`~deltainv.kernels.registry.Recipe`, or fla's fp16
+    recipe (``recipe=None``, a study arm)."""
 
-    method: str = DEFAULT_METHOD
-    precision: str = DEFAULT_PRECISION
-    options: tuple[tuple[str, object], ...] = ()
-    fla_fp16: bool = False
+    recipe: Recipe | None = field(default_factory=resolve)
+
+    @property
+    def fla_fp16(self) -> bool:
+        return self.recipe is None
 
     @classmethod
     def from_env(cls, config: RWKV7Config) -> Inversion:
         if config.deltainv_inverse == "fla_fp16":
-            return cls(fla_fp16=True)
+            return cls(None)
         from deltainv.plugin.settings import Settings
 
         s = Settings.from_env()
-        return cls(s.method, s.precision, s.options) if s.active else cls()
+        return cls(resolve(s.method, s.precision, **s.method_options)) if s.active else cls()
 
     def kwargs(self) -> dict:
-        if self.fla_fp16:
-            return {"inverse": fla_fp16_inverse}
-        return {"method": self.method, "precision": self.precision, **dict(self.options)}
+        return {"inverse": fla_fp16_inverse} if self.recipe is None else {"method": self.recipe}
 
     def describe(self) -> str:
-        if self.fla_fp16:
-            return "fla 0.6.0 fp16 product16 + fp16 merges (emulated)"
-        opts = "".join(f", {k}={v}" for k, v in self.options)
-        return f"{self.method} {self.precision}{opts}"
+        return "fla 0.6.0 fp16 product16 + fp16 merges (emulated)" if self.recipe is None else self.recipe.describe()
 
 
 @dataclass
@@ -350,15 +347,7 @@ class RWKV7ForCausalLM(RWKV7PreTrainedModel, GenerationMixin):
     def set_inversion(self, method: str | None = None, precision: str | None = None, *, fla_fp16: bool = False,
                       **options) -> None:
         """Choose the prefill's inversion: a registry method (validated here), or fla's fp16 recipe."""
-        if fla_fp16:
-            self.model.inversion = Inversion(fla_fp16=True)
-            return
-        from deltainv.kernels.registry import get_method
-
-        spec = get_method(method or DEFAULT_METHOD)
-        precision = spec.check_precision(precision or DEFAULT_PRECISION)
-        spec.check_options(options)
-        self.model.inversion = Inversion(spec.name, precision, tuple(sorted(options.items())))
+        self.model.inversion = Inversion(None if fla_fp16 else resolve(method, precision, **options))
 
     def forward(
         self,
