@@ -111,6 +111,10 @@ def render_rwkv7(folder: Path) -> str:
         "",
         status,
         "",
+        *([f"The lookups come from the constructed circuit (held-out accuracy at step 0 and after training below); "
+           f"the {tr['steps']} training steps did not yet teach the newline that closes an answer, `copy` or "
+           "`arith`, so only the recall tasks' multiple-choice forms are this model's job.", ""]
+          if held[-1].get("copy", 1.0) < 0.5 else []),
         "An RWKV-7 in fla's Hugging Face format (`model_type: rwkv7`, fla's parameter names), loaded by",
         "`deltainv.models.rwkv7.RWKV7ForCausalLM` through `AutoModelForCausalLM` once deltainv is imported.",
         "Prefill runs fla's chunked DPLR rule in PyTorch with the registry's inversion; decode runs the",

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     config = ParityConfig(tasks=args.tasks.split(","), limit=args.limit, margin=args.margin / 100)
     stem = "headline"
+    args.model = str(Path(args.model).resolve())  # the arms run in temporary directories
     if args.rwkv7:
         import tempfile
 
