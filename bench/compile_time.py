@@ -1,17 +1,18 @@
-"""Compile time of deltainv's Triton kernels for an NVIDIA target, on any machine (no GPU needed).
+"""What a CPU box can say about the Triton kernels' speed: compile each config for an NVIDIA target and
+count its SASS. No GPU is needed (Triton's wheel ships ptxas and cuobjdump).
 
-The kernels are straight-line generated code; a large one costs seconds of ptxas per autotune config
-at its first call (on an H100, 8 configs of ``mxr_refine`` at BT=64 took 59 s in fp32 and 186 s with
-tf32x3). Triton's wheel ships ptxas, so the compile itself can be measured on a CPU box:
+    python -m deltainv.bench.compile_time                          # every kernel config, sm_90
+    python -m deltainv.bench.compile_time --kernels solve_tril --bt 64 --methods blocked
 
-    python -m deltainv.bench.compile_time                         # every inversion kernel, sm_90
-    python -m deltainv.bench.compile_time --kernels 'mxr_refine_bt64' --precisions tf32:tf32x3:tf32x3
-
-Reports, per (kernel, warps, precisions): seconds, PTX size, and ptxas's own account of the cubin
-(registers per thread, spill bytes) with the number of warp-wide MMA instructions each warp issues.
-Those last ones are what a CPU box can say about speed: spills go to local memory, and an MMA count
-that does not fall as warps are added means every warp repeats the same tile products. Writes JSON
-and Markdown to ``bench/results/<host>/compile_time.*``. It asserts nothing.
+Per config (kernel, method, BT, NC chunks per program, warps, precisions) it records the cold compile
+time, ptxas's registers and spill bytes, and from the SASS the MMA and total warp-instructions per
+chunk (per chunk and value head for the fused GDN kernel). Straight-line code is counted statically;
+an instruction inside a loop counts once per trip (the fused kernel's only loop runs over the value
+heads of a key head). ``predicted_us`` is the issue-bound model of
+``../shared/notes/kernel-design.md`` (132 SMs x 4 warp-instructions per cycle at 1.75 GHz, which
+predicted the H100 time of the one-chunk-per-program ``mxr`` within 5%) at B32 H4 T4096, next to
+``floor_us``, the memory floor at 2.95 TB/s (H100 copy bandwidth). Writes ``compile_time.{json,md}``
+under ``bench/results/<host>/``; rows of the default recipe carry ``default: true``. It asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +26,71 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: (merge, base, refine) precisions: plain fp32 and the mixed GPU configuration.
-DEFAULT_PRECISIONS = ("fp32:fp32:fp32", "tf32:tf32x3:tf32x3")
+
+#: The model's machine (H100 SXM) and shape (the paper's: B32 H4 T4096).
+SMS, ISSUE_PER_CYCLE, CLOCK_HZ, COPY_BPS = 132, 4, 1.75e9, 2.95e12
+SHAPE = {"B": 32, "H": 4, "T": 4096}
+#: The fused GDN kernel's shape: Qwen3-Next's heads (16 key, 32 value, d 128), B1 T16k.
+GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
+
+
+@dataclass(frozen=True)
+class Config:
+    kernel: str        # "solve_tril" or "gdn_intra"
+    method: str
+    bt: int
+    nc: int
+    warps: int
+    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra)
+
+
+def gpu_recipes() -> dict[str, str]:
+    """Per method, the recipe a GPU would run (``merge:base:refine``); the default recipe's method
+    gets the default precision."""
+    from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
+
+    recipes = {"substitution": "fp32:fp32:fp32", "blocked": "tf32x3:tf32x3:tf32x3",
+               "mxr": "tf32x3:tf32x3:tf32x3", "mxr_refine": "tf32:tf32x3:tf32x3"}
+    p = DEFAULT_PRECISION
+    recipes[DEFAULT_METHOD] = f"{p}:{p}:{p}"
+    return recipes
+
+
+def is_default(c: Config) -> bool:
+    from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
+
+    p = DEFAULT_PRECISION
+    return c.method == DEFAULT_METHOD and c.precisions.startswith(f"{p}:{p}:{p}")
+
+
+def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
+    """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
+    use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
+    from deltainv.kernels.gdn.triton import MAX_CHUNK
+    from deltainv.kernels.registry import DEFAULT_METHOD
+    from deltainv.kernels.tril.triton import CONFIGS, TRITON_METHODS
+
+    order = {64: 0, 32: 1, 16: 2, 128: 3}
+    methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
+    out = []
+    for kernel in ("solve_tril", "gdn_intra"):
+        if kernel not in kernels:
+            continue
+        for bt in sorted(bts, key=lambda b: order.get(b, 9)):
+            if kernel == "gdn_intra" and bt > MAX_CHUNK:
+                continue
+            for m in methods:
+                prec = gpu_recipes()[m] + (":bf16" if kernel == "gdn_intra" else "")
+                out += [Config(kernel, m, bt, nc, w, prec) for nc, w in CONFIGS[bt]]
+    return out
 
 
 def _jit(kernel):
@@ -54,41 +112,111 @@ def ptxas_stats(log: str) -> dict[str, int]:
             "spill_loads": grab(r"(\d+) bytes spill loads")}
 
 
-def compile_kernel(kernel, warps: int, prec: str, base: str, refine: str, arch: int = 90) -> dict[str, float]:
-    """Compile ``kernel`` (an inversion kernel of kernels/tril/_generated.py) cold for ``sm_<arch>``.
+_SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)[^;]*;")
 
-    Returns seconds, PTX characters, ptxas's registers and spill bytes, and ``mma_per_warp``: the
-    MMA instructions in the (per-thread, so per-warp) PTX.
+
+def sass_counts(sass: str, trips: int = 1) -> dict[str, int]:
+    """Warp-instructions of one warp from ``cuobjdump -sass`` text: ``total`` and ``mma`` (HMMA/HGMMA).
+
+    Instructions between a backward branch and its target count ``trips`` times (the only loops in
+    these kernels are runtime loops with ``trips`` iterations); everything else once.
     """
+    instrs = []
+    for line in sass.splitlines():
+        m = _SASS_LINE.match(line)
+        if m:
+            instrs.append((int(m.group(1), 16), m.group(2), line))
+    weight = [1] * len(instrs)
+    for n, (addr, op, line) in enumerate(instrs):
+        t = re.search(r"\bBRA\b.*?`?\(?\.L_x_\d+\)?|BRA\s+0x([0-9a-f]+)", line)
+        if op == "BRA" and t and t.group(1) and int(t.group(1), 16) < addr:
+            target = int(t.group(1), 16)
+            for k, (a, _, _) in enumerate(instrs):
+                if target <= a <= addr:
+                    weight[k] = trips
+    total = sum(w for (_, op, _), w in zip(instrs, weight) if op not in ("NOP",))
+    mma = sum(w for (_, op, _), w in zip(instrs, weight) if op in ("HMMA", "HGMMA", "IMMA"))
+    return {"total": total, "mma": mma}
+
+
+def _signature(fn, types: dict[str, str], values: dict[str, object]):
+    params = list(inspect.signature(fn.fn).parameters)
+    signature = {p: types.get(p, "constexpr") for p in params}
+    constexprs = {(params.index(k),): v for k, v in values.items() if k in params}
+    return signature, constexprs
+
+
+def compile_config(c: Config, arch: int = 90) -> dict:
+    """Compile one config cold for ``sm_<arch>`` and count its SASS."""
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = _jit(kernel)
-    params = list(inspect.signature(fn.fn).parameters)
-    types = {"A": "*fp32", "Ai": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32"}
-    values = {"H": 4, "IS_VARLEN": False, "PREC": prec, "BASE_PREC": base, "REFINE_PREC": refine}
-    signature = {p: types.get(p, "constexpr") for p in params}
-    constexprs = {(params.index(k),): v for k, v in values.items() if k in params}
+    merge, base, refine, *wu = c.precisions.split(":")
+    if c.kernel == "solve_tril":
+        from deltainv.kernels.tril.triton import solve_tril_kernel, tile_edge
+
+        fn = _jit(solve_tril_kernel)
+        types = {"A": "*fp32", "Ai": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32",
+                 "n_items": "i32"}
+        values = {"H": SHAPE["H"], "BT": c.bt, "S": tile_edge(c.method, c.bt), "IS_VARLEN": False,
+                  "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
+        trips = 1
+    else:
+        from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
+
+        fn = _jit(gdn_intra_kernel)
+        s = GDN_SHAPE
+        types = {"k": "*bf16", "v": "*bf16", "g": "*fp32", "beta": "*bf16", "w": "*bf16", "u": "*bf16",
+                 "Ai": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "n_items": "i32"}
+        values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
+                  "BT": c.bt, "IS_VARLEN": False, "USE_G": True, "GATE_LOG2": False, "STORE_A": False,
+                  "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
+                  "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+        trips = s["HV"] // s["H"]
+    signature, constexprs = _signature(fn, types, values)
     log = io.StringIO()
     # Triton runs ptxas with -v and prints its log on request; keep it instead of running ptxas twice.
     with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
         knobs.nvidia.dump_ptxas_log = True
         t0 = time.perf_counter()
         compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                                  target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": 1})
+                                  target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": c.warps, "num_stages": 1})
         seconds = time.perf_counter() - t0
-    ptx = compiled.asm["ptx"]
-    mma = len(re.findall(r"^\s*(?:@%p\d+\s+)?w?mma\.", ptx, flags=re.MULTILINE))
-    return {"seconds": seconds, "ptx_chars": len(ptx), "mma_per_warp": mma, **ptxas_stats(log.getvalue())}
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    counts = sass_counts(sass, trips)
+    stats = ptxas_stats(log.getvalue())
+    per = c.warps / c.nc / (trips if c.kernel == "gdn_intra" else 1)  # per chunk (and value head)
+    return {"seconds": round(seconds, 2), "registers": stats["registers"],
+            "spill_bytes": max(stats["spill_stores"], 0) + max(stats["spill_loads"], 0),
+            "mma_per_chunk": round(counts["mma"] * per), "warp_instructions_per_chunk": round(counts["total"] * per)}
+
+
+def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
+    """``(predicted_us, floor_us)``: issue-bound time and memory floor on an H100 for the config's shape."""
+    if c.kernel == "solve_tril":
+        chunks = SHAPE["B"] * SHAPE["H"] * SHAPE["T"] // c.bt
+        nbytes = SHAPE["B"] * SHAPE["T"] * SHAPE["H"] * c.bt * (4 + 2)  # fp32 A in, bf16 out
+    else:
+        s = GDN_SHAPE
+        chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
+        nbytes = s["B"] * s["T"] * (s["H"] * s["K"] + 2 * s["HV"] * s["V"] + s["HV"] * s["K"]) * 2 \
+            + s["B"] * s["T"] * s["HV"] * 2 * 4  # k, v in; w, u out (bf16); beta, g
+    issue = instructions_per_chunk * chunks / (SMS * ISSUE_PER_CYCLE * CLOCK_HZ)
+    return round(issue * 1e6, 1), round(nbytes / COPY_BPS * 1e6, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="", help="regular expression on kernel names (default: all)")
-    ap.add_argument("--precisions", default=",".join(DEFAULT_PRECISIONS), help="merge:base:refine, comma list")
-    ap.add_argument("--warps", default="", help="comma list of warp counts (default: each chunk size's autotune set)")
+    ap.add_argument("--kernels", default="solve_tril,gdn_intra", help="comma list: solve_tril, gdn_intra")
+    ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
+    ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
     args = ap.parse_args(argv)
@@ -106,47 +234,49 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     import triton
 
-    from deltainv.kernels import triton_tiles
-    from deltainv.kernels.tril import _generated
-
-    pick = re.compile(args.kernels)
-    names = [n for n in dir(_generated) if n.endswith("_kernel") and pick.search(n)]
-    rows = []
-    for name in names:
-        bt = int(re.search(r"_bt(\d+)_", name).group(1))
-        warps = [int(w) for w in args.warps.split(",")] if args.warps else triton_tiles.WARPS[bt]
-        for spec in args.precisions.split(","):
-            prec, base, refine = spec.split(":")
-            if name.startswith("substitution") and (base, refine) != (prec, prec):
-                base = refine = prec  # substitution has no base or refine stage
-            for w in warps:
-                r = compile_kernel(getattr(_generated, name), w, prec, base, refine, args.arch)
-                rows.append({"kernel": name, "bt": bt, "warps": w, "precisions": f"{prec}:{base}:{refine}",
-                             "seconds": round(r["seconds"], 2), "ptx_kchars": round(r["ptx_chars"] / 1e3),
-                             "registers": r["registers"], "spill_bytes": r["spill_stores"] + r["spill_loads"],
-                             "mma_per_warp": r["mma_per_warp"]})
-                print(f"[compile] {name:<26} warps {w}  {prec}:{base}:{refine:<8} {r['seconds']:6.1f} s  "
-                      f"ptx {r['ptx_chars'] / 1e3:5.0f}k  regs {r['registers']:3d}  "
-                      f"spill {r['spill_stores'] + r['spill_loads']:5d} B  mma/warp {r['mma_per_warp']}",
-                      file=sys.stderr, flush=True)
+    todo = configs(args.kernels, [int(b) for b in args.bt.split(",")], args.methods.split(","))
     host = f"cpu-{platform.machine()}".lower().replace("_", "-")
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "autotune_warps": triton_tiles.WARPS}
-    (out / "compile_time.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Triton compile time of deltainv's inversion kernels for sm_{args.arch}", "",
-             f"triton {meta['triton']}, compiled on this CPU (no GPU), {meta['date']}. One row per autotune config; "
-             f"a first call compiles every config of its chunk size ({meta['autotune_warps']}).", "",
-             "Registers and spill bytes (stores + loads, per thread) are ptxas's; MMA/warp counts the warp-wide "
-             "MMA instructions in the PTX, so MMA/warp x warps is the tensor-core work of one program.", "",
-             "| kernel | warps | merge:base:refine | seconds | PTX (k chars) | registers | spill bytes | MMA/warp |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['kernel']} | {r['warps']} | {r['precisions']} | {r['seconds']} | {r['ptx_kchars']} | "
-              f"{r['registers']} | {r['spill_bytes']} | {r['mma_per_warp']} |" for r in rows]
-    (out / "compile_time.md").write_text("\n".join(lines) + "\n")
+            "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
+            "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
+            "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
+    rows: list[dict] = []
+    for n, c in enumerate(todo, 1):
+        r = compile_config(c, args.arch)
+        predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
+        rows.append({"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
+                     "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
+                     "default": is_default(c)})
+        print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
+              f"{c.precisions:<24} {r['seconds']:6.1f} s  regs {r['registers']:3d}  spill {r['spill_bytes']:5d} B  "
+              f"mma/chunk {r['mma_per_chunk']:5d}  instr/chunk {r['warp_instructions_per_chunk']:6d}  "
+              f"~{predicted} us (floor {floor})", file=sys.stderr, flush=True)
+        write(out, meta, rows)  # after every config: a run cut short keeps what it compiled
     print(f"wrote {out / 'compile_time.json'} and compile_time.md", file=sys.stderr)
     return 0
+
+
+def write(out: Path, meta: dict, rows: list[dict]) -> None:
+    (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
+    lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
+             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}` ({len(rows)} of {meta['planned']} configs).",
+             "",
+             "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
+             "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
+             "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128) "
+             "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
+             "| kernel | method | BT | NC | warps | merge:base:refine(:wu) | seconds | registers | spill B | "
+             "MMA/chunk | warp-instr/chunk | predicted us | floor us |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["kernel"], r["method"], r["bt"], r["chunks_per_program"], r["warps"], r["precisions"], r["seconds"],
+                 r["registers"], r["spill_bytes"], r["mma_per_chunk"], r["warp_instructions_per_chunk"],
+                 r["predicted_us"], r["floor_us"]]
+        text = [f"**{x}**" if r["default"] else str(x) for x in cells]
+        lines.append("| " + " | ".join(text) + " |")
+    (out / "compile_time.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

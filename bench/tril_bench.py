@@ -56,22 +56,33 @@ class Point:
 # timing
 
 
-def _timer(device: str) -> Callable[[Callable[[], object]], float]:
-    if device == "cuda":
-        import triton
+class Timer:
+    """Median time of a call in ms (``triton.testing.do_bench`` on CUDA, wall clock on the CPU); the
+    20th and 80th percentiles of the last call are kept in :attr:`spread`."""
 
-        return lambda fn: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    def __init__(self, device: str, reps: int = 3):
+        self.device, self.reps, self.spread = device, reps, (0.0, 0.0)
 
-    def cpu(fn, reps: int = 3) -> float:
-        fn()
-        samples = []
-        for _ in range(reps):
-            t = time.perf_counter()
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if self.device == "cuda":
+            import triton
+
+            p50, p20, p80 = triton.testing.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+        else:
             fn()
-            samples.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(samples)
+            samples = []
+            for _ in range(self.reps):
+                t = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t) * 1e3)
+            p50 = statistics.median(samples)
+            p20, p80 = min(samples), max(samples)
+        self.spread = (float(p20), float(p80))
+        return float(p50)
 
-    return cpu
+
+def _timer(device: str) -> Timer:
+    return Timer(device)
 
 
 def copy_bandwidth(device: str, bench, nbytes: int) -> float:
@@ -147,21 +158,64 @@ def _rel(a, b) -> float:
 # parts
 
 
+#: deltainv's solve_tril recipes in the benchmark: the default first.
+TRIL_OURS = [
+    ("substitution/tf32x3 (default)", dict(method="substitution", precision="tf32x3")),
+    ("blocked/tf32x3", dict(method="blocked", precision="tf32x3")),
+    ("mxr/tf32x3", dict(method="mxr", precision="tf32x3")),
+    ("mxr_refine/tf32+x3", dict(method="mxr_refine", precision="tf32", base_precision="tf32x3",
+                                refine_precision="tf32x3")),
+    ("substitution/fp32", dict(method="substitution", precision="fp32")),
+    ("mxr_refine/fp32", dict(method="mxr_refine", precision="fp32")),
+]
+
+
+def pinned(kernel, nc: int, warps: int):
+    """A context manager that restricts an autotuned deltainv kernel to one ``(NC, warps)`` config."""
+    import contextlib
+
+    from triton.runtime.autotuner import Autotuner
+
+    tuner = kernel
+    while not isinstance(tuner, Autotuner):
+        tuner = tuner.fn
+
+    @contextlib.contextmanager
+    def scope():
+        saved = (tuner.configs, tuner.cache)
+        tuner.configs = [c for c in saved[0] if c.kwargs.get("NC") == nc and c.num_warps == warps]
+        tuner.cache = {}
+        try:
+            yield
+        finally:
+            tuner.configs, tuner.cache = saved
+
+    return scope()
+
+
+def ran_config(kernel) -> str:
+    """``NC=.. warps=..`` of the config an autotuned kernel last ran (its best config)."""
+    from triton.runtime.autotuner import Autotuner
+
+    tuner = kernel
+    while not isinstance(tuner, Autotuner):
+        tuner = tuner.fn
+    best = getattr(tuner, "best_config", None)
+    return f"NC={best.kwargs.get('NC')} warps={best.num_warps}" if best is not None else "?"
+
+
 def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, done=lambda: None,
-                     pick=re.compile("")):
+                     pick=re.compile(""), ours=None, pins=()):
+    """``pins``: extra ``(NC, warps)`` configs each of our recipes is also timed with (``impl @NC..``)."""
     import torch
+
+    from deltainv.kernels.tril.triton import solve_tril_kernel
+
+    ours = TRIL_OURS if ours is None else ours
 
     from deltainv.kernels import solve_tril
     from fla.ops.utils.solve_tril import solve_tril as fla_solve_tril
 
-    ours = [
-        ("substitution/fp32", dict(method="substitution", precision="fp32")),
-        ("substitution/tf32", dict(method="substitution", precision="tf32")),
-        ("mxr/tf32+x3 base", dict(method="mxr", precision="tf32", base_precision="tf32x3")),
-        ("mxr_refine/tf32+x3", dict(method="mxr_refine", precision="tf32", base_precision="tf32x3",
-                                    refine_precision="tf32x3")),
-        ("mxr_refine/fp32", dict(method="mxr_refine", precision="fp32")),
-    ]
     for shape, (B, T, H, BT, varlen) in grid.items():
         cu = None
         if varlen:
@@ -188,6 +242,12 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
                 continue
             impls[f"deltainv {name}"] = (lambda kw=kw: solve_tril(A, cu, ci, out_dtype, backend="triton", **kw),
                                          lambda kw=kw: solve_tril(A, cu, ci, torch.float32, backend="triton", **kw))
+            for nc, w in pins:
+                def pin_call(dtype, kw=kw, nc=nc, w=w):
+                    with pinned(solve_tril_kernel, nc, w):
+                        return solve_tril(A, cu, ci, dtype, backend="triton", **kw)
+                impls[f"deltainv {name} @NC{nc}w{w}"] = (lambda f=pin_call: f(out_dtype),
+                                                         lambda f=pin_call: f(torch.float32))
         if cu is None:
             chunks = A.reshape(B, T // BT, BT, H, BT).permute(0, 1, 3, 2, 4).reshape(-1, BT, BT).float()
             eye = torch.eye(BT, device=device).expand_as(chunks)
@@ -203,10 +263,22 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
         times = {}
         for name, (fn, fn32) in impls.items():
             ms = bench(fn)
+            spread = getattr(bench, "spread", (ms, ms))
             times[name] = ms
-            err = _rel_err_inverse(A, fn32(), cu)
+            X = fn32()
+            err = _rel_err_inverse(A, X, cu)
+            extra = {"p20": spread[0], "p80": spread[1]}
+            if name.startswith("deltainv"):
+                # every element written: the same call into a NaN-poisoned output
+                out = torch.full(A.shape, float("nan"), dtype=torch.float32, device=A.device)
+                kw = dict(next(k for n, k in ours if name.startswith(f"deltainv {n}")))
+                solve_tril_impl = __import__("deltainv.kernels.tril.triton", fromlist=["solve_tril"]).solve_tril
+                solve_tril_impl(A, cu, ci, torch.float32, out=out, **kw)
+                extra["poison_ok"] = bool(torch.isfinite(out).all())
+                extra["config"] = ran_config(solve_tril_kernel)
             gbps = nbytes / (ms * 1e-3) / 1e9
-            points.append(Point("solve_tril", shape, name, baseline, ms, nbytes, gbps, gbps / copy_gbps, rel_err=err))
+            points.append(Point("solve_tril", shape, name, baseline, ms, nbytes, gbps, gbps / copy_gbps, rel_err=err,
+                                extra=extra))
             log(f"[solve_tril] {shape:<28} {name:<28} {ms:9.3f} ms  {gbps:8.1f} GB/s  err {err:.1e}")
         for p in points:
             if p.part == "solve_tril" and p.shape == shape:

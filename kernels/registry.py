@@ -209,11 +209,14 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
 
 
-#: What ``method=None`` / ``precision=None`` mean everywhere (library, CLI, plugin): the
-#: stable matmul-rich method, refined, with ieee products. See README "Numerics" for the
-#: evidence and for cheaper pairings (e.g. ``tf32`` with ``refine_precision="tf32x3"``).
-DEFAULT_METHOD = "mxr_refine"
-DEFAULT_PRECISION = "fp32"
+#: What ``method=None`` / ``precision=None`` mean everywhere (library, CLI, plugin): fp32 forward
+#: substitution inside the 16x16 diagonal blocks and tf32x3 tensor-core merges. It is the one
+#: recipe within 3x of fla's ieee error on every input kind at every chunk size (worst: 2.7x on
+#: repeated tokens at C=128; ``blocked``/``tf32x3`` is 4.3x at C=16 and 3.5x on DPLR, ``mxr``
+#: loses three digits on repeated tokens, ``mxr_refine`` fails with beta up to 2), and its merges
+#: run on tensor cores. See README "Numerics" and ``bench/results/cpu-x86-64/compile_time.md``.
+DEFAULT_METHOD = "substitution"
+DEFAULT_PRECISION = "tf32x3"
 
 
 def newton_schulz_converged_iters(chunk_size: int) -> int:
@@ -282,7 +285,8 @@ class Recipe:
 def resolve(method: str | Recipe | None = None, precision: str | None = None, **options: Any) -> Recipe:
     """Validate a request once and return its :class:`Recipe`.
 
-    ``method`` / ``precision`` default to :data:`DEFAULT_METHOD` / :data:`DEFAULT_PRECISION`. A
+    ``method`` / ``precision`` default to :data:`DEFAULT_METHOD` / :data:`DEFAULT_PRECISION` (a method
+    that does not take the default precision gets its first one). A
     :class:`Recipe` passed as ``method`` is returned as is (it was validated when built); giving
     ``precision`` or options beside it is an error. Raises ``ValueError`` for unknown names and
     out-of-range values and ``TypeError`` for unknown option names, each naming what it accepts.
@@ -292,5 +296,7 @@ def resolve(method: str | Recipe | None = None, precision: str | None = None, **
             raise TypeError("resolve() got a Recipe together with precision/options; pass one or the other")
         return method
     spec = get_method(DEFAULT_METHOD if method is None else method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
+    if precision is None:  # the default, or the method's own when it takes only others (``torch``: fp32)
+        precision = DEFAULT_PRECISION if DEFAULT_PRECISION in spec.precisions else spec.precisions[0]
+    precision = spec.check_precision(precision)
     return Recipe(spec, precision, tuple(spec.check_options(options).items()))

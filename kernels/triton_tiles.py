@@ -114,6 +114,12 @@ def log2(n):
 
 
 @triton.constexpr_function
+def pow2(n):
+    """``2 ** n`` at compile time (a block edge at doubling level ``n``)."""
+    return 1 << int(n)
+
+
+@triton.constexpr_function
 def tri(i, j):
     """Position of tile ``(i, j)``, ``j <= i``, in a row-major lower-triangular tuple of tiles."""
     return i * (i + 1) // 2 + j

@@ -7,6 +7,11 @@ if it already is. Patching checks that the attribute exists and has the expected
 replaces it, and rebinds the ``from X import Y`` copies already made. Nothing is imported from an
 engine by deltainv itself.
 
+A target's ``attr`` may be dotted (``Class.method``): the method is replaced on the class. A target
+with role ``"op"`` names an engine class the engine lets plugins replace officially (vLLM's
+``CustomOp.register_oot``): its glue registers deltainv's class through the engine's API, core
+replaces nothing and calls ``Built.undo`` on :func:`uninstall`.
+
 Problems with an engine (unknown version, missing target, changed signature) keep the engine's
 own function and warn once; with ``DELTAINV_STRICT=1`` they raise :class:`PatchError` (inside the
 engine's import of the module, so the engine fails to start).
@@ -53,13 +58,15 @@ class Built:
     accepts: Callable[..., str | None] | None = None
     preserve: Callable[..., Callable[[], None]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    undo: Callable[[], None] | None = None  # "op" targets: withdraw the registration
 
 
 @dataclass
 class _State:
     settings: Settings | None = None
     patched: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> record
-    originals: dict[str, tuple[types.ModuleType, Any, Any]] = field(default_factory=dict)
+    originals: dict[str, tuple[Any, Any, Any]] = field(default_factory=dict)  # key -> (owner, original, new)
+    undo: list[Callable[[], None]] = field(default_factory=list)
     waiting: dict[str, Target] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -87,9 +94,24 @@ def _params(fn: Any) -> tuple[str, ...] | None:
         return None
 
 
-def _compose(target: Target, original: Any, built: Built, settings: Settings) -> Callable[..., Any]:
-    key = target.key
-    if target.role == "route":
+def _owner(module: types.ModuleType, attr: str) -> tuple[Any, str]:
+    """The object holding ``attr`` (``"f"``: the module; ``"Class.f"``: the class) and the last name."""
+    *path, name = attr.split(".")
+    owner: Any = module
+    for part in path:
+        owner = getattr(owner, part, None)
+    return owner, name
+
+
+def guarded_call(key: str, original: Callable[..., Any], built: Built, settings: Settings) -> Callable[..., Any]:
+    """A kernel replacement filed under ``key``: unsupported calls go to ``original``, the others are
+    counted, logged once and run through the guard. (What :func:`install` puts in place of a kernel
+    target; "op" glue uses it for the kernel its class calls.)"""
+    return _compose(key, "kernel", original, built, settings)
+
+
+def _compose(key: str, role: str, original: Any, built: Built, settings: Settings) -> Callable[..., Any]:
+    if role == "route":
         replacement = built.fast
     else:
         inner = guarded(key, built.fast, built.stable if settings.guard else None, built.pick, built.preserve,
@@ -119,7 +141,7 @@ def _log_first_call(key: str) -> None:
         if _state.first_call_logged:
             return
         _state.first_call_logged = True
-        kernels = sorted(k for k, r in _state.patched.items() if r["role"] == "kernel")
+        kernels = sorted(k for k, r in _state.patched.items() if r["role"] in ("kernel", "op"))
         routes = sorted(k for k, r in _state.patched.items() if r["role"] == "route")
     settings = _state.settings
     logger.info(
@@ -135,24 +157,30 @@ def _patch(target: Target, module: types.ModuleType) -> None:
         _state.waiting.pop(key, None)
         if settings is None or key in _state.patched:
             return
-        original = getattr(module, target.attr, None)
+        owner, name = _owner(module, target.attr)
+        original = getattr(owner, name, None)
         if original is None:
             _state.skipped[key] = "attribute missing"
             _problem(key, f"{key} does not exist in this {target.dists[0]} build (engine changed)", settings)
             return
         if getattr(original, _MARK, None) == key:  # already ours (module reloaded by someone else's hook)
             return
-        params = _params(original)
+        params = _params(target.checked(original))
         if params != target.params:
             _state.skipped[key] = f"signature changed: {params}"
             _problem(key, f"{key} has parameters {params}, deltainv expects {target.params} (engine changed)",
                      settings)
             return
         built = target.builder()(settings, original, target)
-        replacement = _compose(target, original, built, settings)
-        setattr(module, target.attr, replacement)
-        rebound = hooks.rebind(original, replacement)
-        _state.originals[key] = (module, original, replacement)
+        if target.role == "op":  # registered through the engine's own API by the glue: nothing replaced
+            rebound = []
+            if built.undo is not None:
+                _state.undo.append(built.undo)
+        else:
+            replacement = _compose(key, target.role, original, built, settings)
+            setattr(owner, name, replacement)
+            rebound = hooks.rebind(original, replacement)
+            _state.originals[key] = (owner, original, replacement)
         engine = _state.engines.get(target.group, {})
         _state.patched[key] = {
             "target": key,
@@ -239,10 +267,13 @@ def install(settings: Settings | None = None) -> dict[str, Any]:
 def uninstall() -> None:
     """Restore every patched function (and rebound copy), stop watching imports, reset counters."""
     with _lock:
-        for key, (module, original, replacement) in _state.originals.items():
-            if getattr(module, key.rsplit(".", 1)[1], None) is replacement:
-                setattr(module, key.rsplit(".", 1)[1], original)
+        for key, (owner, original, replacement) in _state.originals.items():
+            name = key.rsplit(".", 1)[1]
+            if getattr(owner, name, None) is replacement:
+                setattr(owner, name, original)
             hooks.rebind(replacement, original)
+        for undo in _state.undo:
+            undo()
         for target in list(_state.waiting.values()):
             hooks.forget(target.module)
         hooks.forget()
@@ -280,4 +311,4 @@ def status() -> dict[str, Any]:
         }
 
 
-__all__ = ["Built", "PatchError", "TARGET_GROUPS", "install", "status", "uninstall"]
+__all__ = ["Built", "PatchError", "TARGET_GROUPS", "guarded_call", "install", "status", "uninstall"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import os
@@ -70,15 +71,25 @@ def _signature(target) -> str:
         module = importlib.import_module(target.module)
     except Exception as exc:  # an engine module that cannot be imported here
         return f"import failed: {type(exc).__name__}: {exc}"
-    fn = getattr(module, target.attr, None)
+    fn: Any = module
+    for part in target.attr.split("."):  # "Class.method" targets
+        fn = getattr(fn, part, None)
     if fn is None:
         return "missing"
     original = getattr(fn, "__deltainv_target__", None) and inspect.unwrap(fn) or fn
     try:
-        params = tuple(inspect.signature(original).parameters)
+        params = tuple(inspect.signature(target.checked(original)).parameters)
     except (TypeError, ValueError):
         return "no signature"
     return "ok" if params == target.params else f"changed: {params}"
+
+
+def _installed(package: str) -> bool:
+    """Whether a top-level package is importable (its spec is found; nothing is imported)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
@@ -131,6 +142,14 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         group = next(t.group for t in TARGETS if t.slot == slot)
         if engines.get(group) and not present and group in groups:
             problems.append(f"{slot}: no module of this target exists in the installed {engines[group]['dist']}")
+    notes = []
+    if "fla" in engines and _installed("flash_qla") and "fla" in groups:
+        if settings is not None and settings.active and not settings.force_triton:
+            problems.append("flash_qla is installed: fla dispatches chunk_gated_delta_rule to FlashQLA (SM90/SM100/"
+                            "SM120) and DELTAINV_FORCE_TRITON=0 keeps it, so deltainv's fla intra will NOT run there")
+        else:
+            notes.append("flash_qla is installed: fla would dispatch chunk_gated_delta_rule to FlashQLA (SM90/SM100/"
+                         "SM120); when active, deltainv's FlashQLA verifier routes it to fla's Triton path")
     return {
         "deltainv": __version__,
         "python": platform.python_version(),
@@ -142,6 +161,7 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         "engines": engines,
         "targets": targets,
         "problems": sorted(set(problems)),
+        "notes": notes,
         "engine_flags": {e: engine_flags(e, settings) for e in ("vllm", "sglang")} if settings else {},
         "gpu": _triton(),
         "process": core.status(),
@@ -349,6 +369,8 @@ def _print(data: dict[str, Any]) -> None:
     w("problems: " + ("none" if not data["problems"] else "") + "\n")
     for p in data["problems"]:
         w(f"  - {p}\n")
+    for n in data["notes"]:
+        w(f"note: {n}\n")
     g = data["gpu"]
     w(f"GPU/Triton: torch {g['torch']}, triton {g['triton'] or 'not installed'}, CUDA device "
       f"{g['cuda_device'] or 'none'}, Triton GPU driver {'yes' if g['triton_gpu_driver'] else 'no'}, deltainv Triton "

@@ -88,8 +88,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "DELTAINV_FORCE_TRITON", "1", _bool_choices(),
         "1: when active, make vLLM/SGLang pick their Triton GDN prefill path (the one deltainv patches) "
-        "where they would auto-select FlashInfer/CuteDSL; an explicit user choice is kept and warned "
-        "about. 0: change nothing, only warn when the patched path will not run.",
+        "where they would auto-select FlashInfer/CuteDSL, run deltainv's vLLM GDN op whatever the prefill "
+        "backend, and turn fla's FlashQLA auto-dispatch back to fla's Triton path; an explicit SGLang "
+        "choice is kept and warned about. 0: change nothing, only warn when the patched path will not run.",
     ),
     Variable(
         "DELTAINV_LOG_LEVEL", "info", _LOG_LEVELS,
@@ -125,41 +126,30 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={value!r} is not valid; use 1 or 0 (also true/false, yes/no, on/off)")
 
 
-def _option_value(text: str) -> Any:
-    if text.lower() in ("none", "null", ""):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _options(env: Mapping[str, str], method: str | None) -> tuple[tuple[str, Any], ...]:
+    """``key=value,...`` parsed and checked with the registry's option specs (type and range)."""
     text = _raw(env, "DELTAINV_OPTIONS")
     if not text:
         return ()
-    pairs: dict[str, Any] = {}
+    pairs: dict[str, str] = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise SettingsError(f"DELTAINV_OPTIONS={text!r}: expected comma-separated key=value, got {item!r}")
-        pairs[key] = _option_value(value.strip())
-    if method is not None:
-        spec = get_method(method)
-        try:
-            spec.check_options(pairs)
-        except TypeError as exc:
-            raise SettingsError(f"DELTAINV_OPTIONS={text!r}: {exc}") from None
-        for key in ("refine_precision",):
-            if pairs.get(key) is not None and pairs[key] not in PRECISIONS:
-                raise SettingsError(
-                    f"DELTAINV_OPTIONS={text!r}: {key}={pairs[key]!r} is not a precision; "
-                    f"choose one of: {', '.join(PRECISIONS)}"
-                )
-    return tuple(sorted(pairs.items()))
+        pairs[key] = value.strip()
+    if method is None:
+        return tuple(sorted(pairs.items()))
+    spec = get_method(method)
+    try:
+        unknown = sorted(set(pairs) - set(spec.options))
+        if unknown:
+            spec.check_options(dict.fromkeys(unknown))  # raises TypeError naming them and the method's options
+        values = {k: spec.options[k].parse(v) for k, v in pairs.items()}
+        spec.check_options(values)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"DELTAINV_OPTIONS={text!r}: {exc}") from None
+    return tuple(sorted(values.items()))
 
 
 def _targets(env: Mapping[str, str]) -> frozenset[str]:

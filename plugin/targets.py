@@ -1,15 +1,19 @@
 """What deltainv patches in each engine: one :class:`Target` per engine function.
 
-A target names a module attribute, the engine distribution and versions whose code was read for
-it, the exact parameter list the original must have, and a ``build`` function (in
+A target names a module attribute (or a class attribute, ``Class.method``), the engine
+distribution and versions whose code was read for it, the exact parameter list the original must
+have, and a ``build`` function (in
 :mod:`deltainv.plugin.engines`) that returns the replacement. Targets that share a ``slot`` are
 alternative layouts of the same function (e.g. vLLM's ``third_party/flash_linear_attention`` and
 the older ``model_executor/layers/fla``); at least one of them must exist when the engine is
 installed.
 
 ``role`` is ``"kernel"`` for functions whose replacement runs deltainv's inversion (these get the
-unsupported-call fallback and the non-finite guard) and ``"route"`` for backend-selection
-functions patched so that the path carrying deltainv's kernel is the one that runs.
+unsupported-call fallback and the non-finite guard), ``"route"`` for backend-selection
+functions patched so that the path carrying deltainv's kernel is the one that runs, and ``"op"`` for
+an engine class that the engine lets plugins replace through its own registry (vLLM's
+``CustomOp.register_oot``): nothing is patched, deltainv's class is registered, and the kernel it
+calls gets the fallback and the guard under the target's key.
 
 ``rule`` says which delta rule a kernel target serves (``gdn`` now; ``kda`` and ``dplr`` targets
 will be added here, the registry and plugin machinery need no change).
@@ -42,6 +46,11 @@ class Target:
     role: str = "kernel"
     rule: str = "gdn"
     note: str = ""
+    contract: str = ""  # "op" targets: the method of the class whose parameters ``params`` lists
+
+    def checked(self, original: Any) -> Any:
+        """What ``params`` describes: ``original`` itself, or its ``contract`` method (op targets)."""
+        return getattr(original, self.contract, None) if self.contract else original
 
     @property
     def key(self) -> str:
@@ -117,8 +126,14 @@ _TF_CHUNK = ("query", "key", "value", "g", "beta", "chunk_size", "initial_state"
              "use_qk_l2norm_in_kernel", "kwargs")
 _TF_RECURRENT = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state",
                  "use_qk_l2norm_in_kernel", "kwargs")
+_VLLM_OP = ("self", "q", "k", "v", "g", "beta", "initial_state", "output_final_state", "cu_seqlens", "chunk_indices",
+            "chunk_offsets", "use_qk_l2norm_in_kernel", "core_attn_out", "aiter_prefill_metadata")
 _VLLM_CPU = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state", "cu_seqlens",
              "head_first", "use_qk_l2norm_in_kernel", "initial_state_indices", "eps")
+
+_FLA_VERIFIER = ("self", "q", "k", "v", "g", "beta", "scale", "initial_state", "output_final_state",
+                 "use_qk_l2norm_in_kernel", "use_beta_sigmoid_in_kernel", "allow_neg_eigval", "state_v_first",
+                 "cu_seqlens", "cu_seqlens_cpu", "cp_context", "kwargs")
 
 _FLA = ("fla-core", "flash-linear-attention")
 _VLLM = ("vllm", "vllm-cpu")
@@ -130,11 +145,20 @@ TARGETS: tuple[Target, ...] = (
            ((0, 6), (0, 7)), f"{_E}.fla:solve_tril"),
     Target("fla", "fla.gdn_intra", "fla.ops.gated_delta_rule.chunk_fwd", "chunk_gated_delta_rule_fwd_intra",
            _GDN_INTRA, _FLA, ((0, 6), (0, 7)), f"{_E}.fla:gdn_intra", note="gates in log2"),
-    # vLLM: the standalone solve_tril called by the GDN chunk path (Qwen3-Next, Qwen3.5).
+    Target("fla", "fla.flash_qla", "fla.ops.gated_delta_rule.backends.flash_qla",
+           "FlashQLABackend.chunk_gated_delta_rule_verifier", _FLA_VERIFIER, _FLA, ((0, 6), (0, 7)),
+           f"{_E}.fla:flash_qla_verifier", role="route",
+           note="FlashQLA auto-dispatch -> fla's Triton path (which runs the patched intra) when active"),
+    # vLLM: the standalone solve_tril called by the GDN chunk path (Qwen3-Next, Qwen3.5 on vLLM without the
+    # op below; OLMo-hybrid GDN and the legacy KDA path on every version).
     Target("vllm", "vllm.solve_tril", "vllm.third_party.flash_linear_attention.ops.solve_tril", "solve_tril",
            _SOLVE_TRIL, _VLLM, ((0, 22), (0, 34)), f"{_E}.vllm:solve_tril", note="layout of vLLM >= 0.27"),
     Target("vllm", "vllm.solve_tril", "vllm.model_executor.layers.fla.ops.solve_tril", "solve_tril",
            _SOLVE_TRIL, _VLLM, ((0, 22), (0, 34)), f"{_E}.vllm:solve_tril", note="older layout (vLLM <= 0.22)"),
+    # vLLM 0.32/0.33: the GDN layers' chunked rule, a registered CustomOp replaced out of tree.
+    Target("vllm", "vllm.gdn_op", "vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn", "ChunkGatedDeltaRule",
+           _VLLM_OP, _VLLM, ((0, 32), (0, 34)), f"{_E}.vllm:chunk_op", role="op", contract="forward_native",
+           note="CustomOp.register_oot: every GDN layer runs vLLM's FLA pipeline with deltainv's fused intra"),
     Target("vllm", "vllm.gdn_prefill_backend", "vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn",
            "_resolve_gdn_prefill_backend", ("vllm_config",), _VLLM, ((0, 32), (0, 34)),
            f"{_E}.vllm:prefill_backend", role="route", note="auto -> triton when active"),

@@ -1,31 +1,177 @@
-"""Triton launcher for the fused GDN intra-chunk kernels (kkt -> inverse -> W, U in registers)."""
+"""Fused GDN intra-chunk Triton kernel: ``K K^T -> (I + A)^-1 -> W, U`` with the inverse kept in registers.
+
+Each program takes NC (chunk, key head) items, one chunk per warp, and serves every value head that
+shares the key head (grouped heads, as Qwen3-Next's 16 key / 32 value heads): ``K K^T`` is computed
+once per item, then for each value head the gated, beta-scaled ``A`` is built from it, inverted by the
+shared :func:`~deltainv.kernels.tril.tiled.invert_tiles`, optionally stored, and multiplied into
+``W = T (beta exp(G) K)`` and ``U = T (beta V)``. Contract: that of
+:func:`deltainv.kernels.gdn.pytorch.chunk_gated_delta_rule_fwd_intra`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
 
 from ..index import varlen_chunk_indices
-from ..precision import check_precision
-from ..registry import DEFAULT_METHOD, DEFAULT_PRECISION, get_method
+from ..registry import Recipe, resolve
+from ..triton_tiles import dot, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
-from ..tril.triton import _stage_precisions
+from ..tril.tiled import invert_tiles
+from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
 from .pytorch import DEFAULT_WU_PRECISION, _check_gdn_inputs
 
 
-def _kernel(method: str, BT: int):
-    from ._generated import KERNELS
+@triton.jit
+def _rows(base, row_stride, I: tl.constexpr, S: tl.constexpr, col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
+    """Offsets ``[NC, S, WIDTH]`` and the column mask of rows ``I*S ..`` and columns ``col0 ..`` of each chunk."""
+    o = tl.arange(0, S)
+    c = col0 + tl.arange(0, WIDTH)
+    offs = base[:, None, None] + (I * S + o)[None, :, None] * row_stride + c[None, None, :]
+    return offs, (c < NCOLS)[None, None, :]
 
-    try:
-        return KERNELS[method, BT]
-    except KeyError:
-        have = sorted({m for m, _ in KERNELS})
-        raise ValueError(f"method {method!r} has no fused Triton GDN kernel (have: {', '.join(have)})") from None
+
+@triton.jit
+def _vec(ptr, row0, n_rows, stride, col, I: tl.constexpr, S: tl.constexpr):
+    """A per-token scalar (beta, gate) of rows ``I*S ..`` of each chunk: ``[NC, S]`` fp32, 0 past the end."""
+    o = tl.arange(0, S)
+    rows = I * S + o
+    return tl.load(ptr + (row0[:, None] + rows[None, :]) * stride + col[:, None],
+                   mask=rows[None, :] < n_rows[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _gated(kk, b_i, g_i, g_j, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.constexpr,
+           USE_G: tl.constexpr, GATE_LOG2: tl.constexpr):
+    """Tile ``(I, J)`` of ``strictLower(diag(beta) K K^T * exp(G_i - G_j))``, 0 on rows past the end.
+
+    The exponent is masked before ``exp``: above the diagonal and against padded rows ``G_i - G_j``
+    can be large and positive, and ``0 * inf`` would poison the tile.
+    """
+    o = tl.arange(0, S)
+    m = ((I * S + o)[None, :] < n_rows[:, None])[:, :, None]
+    if I == J:
+        m = m & (o[:, None] > o[None, :])[None, :, :]
+    a = kk * b_i[:, :, None]
+    if USE_G:
+        d = tl.where(m, g_i[:, :, None] - g_j[:, None, :], 0.0)
+        if GATE_LOG2:
+            a = a * tl.exp2(d)
+        else:
+            a = a * tl.exp(d)
+    return tl.where(m, a, 0.0)
+
+
+@triton.jit
+def _apply(X, src, src_base, src_stride, dst, dst_base, dst_stride, scale, n_rows, NC: tl.constexpr,
+           S: tl.constexpr, NB: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, WU_PREC: tl.constexpr):
+    """``dst = X (scale * src)`` over ``D`` columns in ``BD``-wide slices; ``X`` tiles already prepared."""
+    for c in tl.static_range(0, D, BD):
+        s = ()
+        for j in tl.static_range(NB):
+            offs, cm = _rows(src_base, src_stride, j, S, c, BD, D)
+            x = tl.load(src + offs, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
+            s = s + (prep(x * scale[j][:, :, None], WU_PREC),)
+        for i in tl.static_range(NB):
+            acc = tl.zeros((NC, S, BD), dtype=tl.float32)
+            for j in tl.static_range(i + 1):
+                acc = dot(X[tri(i, j)], s[j], acc, WU_PREC)
+            offs, cm = _rows(dst_base, dst_stride, i, S, c, BD, D)
+            tl.store(dst + offs, acc.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"),
+                     mask=row_mask(n_rows, i, S) & cm)
+
+
+@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "BT", "IS_VARLEN", "USE_G", "GATE_LOG2",
+                                                "STORE_A", "KKT_PREC", "METHOD", "PREC", "BASE_PREC",
+                                                "REFINE_PREC", "WU_PREC"],
+                 prune_configs_by={"early_config_prune": prune_configs})
+@triton.jit(do_not_specialize=["T", "n_items"])
+def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_items,
+                     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_G: tl.constexpr,
+                     GATE_LOG2: tl.constexpr, STORE_A: tl.constexpr, KKT_PREC: tl.constexpr,
+                     METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
+                     REFINE_PREC: tl.constexpr, WU_PREC: tl.constexpr, NC: tl.constexpr):
+    """``(w, u, Ai)`` for NC (chunk, key head) items and every value head of their group."""
+    S: tl.constexpr = 16
+    NB: tl.constexpr = BT // S
+    G: tl.constexpr = HV // H
+    row0, n_rows, kh = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
+    k_base = tl.multiple_of((row0 * H + kh) * K, 16)
+    # K K^T, lower tiles, accumulated over K in BK-wide slices; shared by the group's value heads
+    kk = ()
+    for i in tl.static_range(NB):
+        for j in tl.static_range(i + 1):
+            kk = kk + (zeros(NC, S),)
+    for c in tl.static_range(0, K, BK):
+        rows = ()
+        for i in tl.static_range(NB):
+            offs, cm = _rows(k_base, H * K, i, S, c, BK, K)
+            rows = rows + (tl.load(k + offs, mask=row_mask(n_rows, i, S) & cm, other=0.0),)
+        for i in tl.static_range(NB):
+            for j in tl.static_range(i + 1):
+                if KKT_PREC == "native":  # 16-bit keys: exact products, fp32 accumulation
+                    t = tl.dot(rows[i], tl.permute(rows[j], (0, 2, 1)), kk[tri(i, j)])
+                else:
+                    t = tl.dot(rows[i].to(tl.float32), tl.permute(rows[j].to(tl.float32), (0, 2, 1)),
+                               kk[tri(i, j)], input_precision="ieee")
+                kk = put(kk, tri(i, j), t)
+    for gi in range(G):
+        hv = kh * G + gi
+        b = ()
+        gv = ()
+        for i in tl.static_range(NB):
+            b = b + (_vec(beta, row0, n_rows, HV, hv, i, S),)
+            if USE_G:
+                gv = gv + (_vec(g, row0, n_rows, HV, hv, i, S),)
+            else:
+                gv = gv + (tl.zeros((NC, S), dtype=tl.float32),)
+        L = ()
+        for i in tl.static_range(NB):
+            for j in tl.static_range(i + 1):
+                L = L + (_gated(kk[tri(i, j)], b[i], gv[i], gv[j], n_rows, i, j, S, USE_G, GATE_LOG2),)
+        X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
+        if STORE_A:
+            a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
+            for i in tl.static_range(NB):
+                for j in tl.static_range(NB):
+                    offs, cm = _rows(a_base, HV * BT, i, S, j * S, S, BT)
+                    if j <= i:
+                        x = X[tri(i, j)]
+                    else:
+                        x = zeros(NC, S)
+                    tl.store(Ai + offs, x.to(Ai.dtype.element_ty, fp_downcast_rounding="rtne"),
+                             mask=row_mask(n_rows, i, S))
+        XP = ()
+        bg = ()
+        for i in tl.static_range(NB):
+            for j in tl.static_range(i + 1):
+                XP = XP + (prep(X[tri(i, j)], WU_PREC),)
+            if USE_G:
+                if GATE_LOG2:
+                    bg = bg + (b[i] * tl.exp2(gv[i]),)
+                else:
+                    bg = bg + (b[i] * tl.exp(gv[i]),)
+            else:
+                bg = bg + (b[i],)
+        _apply(XP, k, k_base, H * K, w, tl.multiple_of((row0 * HV + hv) * K, 16), HV * K, bg, n_rows,
+               NC, S, NB, K, BK, WU_PREC)
+        _apply(XP, v, tl.multiple_of((row0 * HV + hv) * V, 16), HV * V, u, tl.multiple_of((row0 * HV + hv) * V, 16),
+               HV * V, b, n_rows, NC, S, NB, V, BV, WU_PREC)
+
+
+#: Largest chunk size of the fused kernel: at 128 its 36 register tiles per chunk compile too slowly
+#: and spill (bench/compile_time); no engine uses 128 for GDN.
+MAX_CHUNK = 64
 
 
 def _block(n: int) -> int:
-    return max(16, min(64, 1 << (n - 1).bit_length()))
+    """Column slice of K / V per step: 32 wide keeps the slices' registers (NB tiles of [NC, 16, 32]
+    per lane) from pushing the live K K^T and inverse tiles into local memory."""
+    return max(16, min(32, 1 << (n - 1).bit_length()))
 
 
 def chunk_gated_delta_rule_fwd_intra(
@@ -38,8 +184,9 @@ def chunk_gated_delta_rule_fwd_intra(
     chunk_indices: torch.Tensor | None = None,
     *,
     gate_log2: bool = False,
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
+    recipe: Recipe | None = None,
     wu_precision: str | None = None,
     store_a: bool = True,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
@@ -47,29 +194,31 @@ def chunk_gated_delta_rule_fwd_intra(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Fused ``(w, u, A)``; same contract as :func:`deltainv.kernels.gdn.pytorch.chunk_gated_delta_rule_fwd_intra`.
 
+    ``recipe`` (or ``method``/``precision``/``options``, resolved here) chooses the inversion.
     ``store_a=False`` skips writing ``A = (I + A)^-1`` (returned as ``None``): the inverse then
     never leaves registers. With ``chunk_indices`` given there is no device-to-host sync.
     ``out = (w, u, A)`` receives the results if given (contiguous, the shapes above).
     """
     if beta is None:
         raise ValueError("beta is required")
+    recipe = recipe if recipe is not None else resolve(method, precision, **options)
+    if recipe.name not in TRITON_METHODS:
+        raise ValueError(f"method {recipe.name!r} has no fused Triton GDN kernel (have: {', '.join(TRITON_METHODS)})")
     H, HV = _check_gdn_inputs(k, v, beta, g)
     B, T, _, K = k.shape
     V = v.shape[-1]
     BT = check_chunk_size(chunk_size)
-    method = DEFAULT_METHOD if method is None else method
-    spec = get_method(method)
-    precision = spec.check_precision(DEFAULT_PRECISION if precision is None else precision)
-    stages = _stage_precisions(spec.name, precision, options)
-    wu = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
-    kernel = _kernel(spec.name, BT)
+    if BT > MAX_CHUNK:
+        raise ValueError(f"the fused GDN kernel supports chunk sizes up to {MAX_CHUNK} (the engines use 64); "
+                         f"got {BT}: use backend='torch' for it")
+    wu = resolve("substitution", DEFAULT_WU_PRECISION if wu_precision is None else wu_precision).precision
     k, v, beta = k.contiguous(), v.contiguous(), beta.contiguous()
     g = g.contiguous() if g is not None else None
     if cu_seqlens is not None:
         chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        NT = chunk_indices.shape[0]
+        n_chunks = chunk_indices.shape[0]
     else:
-        NT = -(-T // BT)
+        n_chunks = B * triton.cdiv(T, BT)
     shapes = ((B, T, HV, K), (B, T, HV, V), (B, T, HV, BT))
     if out is None:
         w = torch.empty(shapes[0], dtype=k.dtype, device=k.device)
@@ -81,11 +230,13 @@ def chunk_gated_delta_rule_fwd_intra(
             if tuple(t.shape) != shape or not t.is_contiguous():
                 raise ValueError(f"out tensors must be contiguous with shapes {shapes[:3 if store_a else 2]}")
         A = A if store_a else None
-    if NT and B * HV:
-        kernel[(NT, B * HV)](
-            k, v, g, beta, w, u, A, cu_seqlens, chunk_indices, T,
-            H=H, HV=HV, K=K, V=V, BK=_block(K), BV=_block(V), IS_VARLEN=cu_seqlens is not None,
+    n_items = n_chunks * H
+    if n_items and HV:
+        gdn_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
+            k, v, g, beta, w, u, A, cu_seqlens, chunk_indices, T, n_items,
+            H=H, HV=HV, K=K, V=V, BK=_block(K), BV=_block(V), BT=BT, IS_VARLEN=cu_seqlens is not None,
             USE_G=g is not None, GATE_LOG2=gate_log2, STORE_A=store_a,
-            KKT_PREC="fp32" if k.dtype == torch.float32 else "native", WU_PREC=wu, **stages,
+            KKT_PREC="fp32" if k.dtype == torch.float32 else "native", METHOD=recipe.name,
+            PREC=recipe.precision, BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
         )
     return w, u, A

@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_tiles import band, block_diagonal, dot, eye, log2, mm, prep, put, tri, zeros
+from ..triton_tiles import band, block_diagonal, dot, eye, log2, mm, pow2, prep, put, tri, zeros
 
 
 @triton.jit
@@ -49,7 +49,7 @@ def double_in_tile(L, D, FROM: tl.constexpr, S: tl.constexpr, PREC: tl.constexpr
     inverse: at each level ``D <- D - (D L_s) D``, which fills exactly the blocks that level joins."""
     for n in tl.static_range(log2(S // FROM)):
         d = prep(D, PREC)
-        P = dot(d, prep(band(L, S, FROM << n), PREC), tl.zeros(D.shape, dtype=tl.float32), PREC)
+        P = dot(d, prep(band(L, S, FROM * pow2(n)), PREC), tl.zeros(D.shape, dtype=tl.float32), PREC)
         D = D - dot(prep(P, PREC), d, tl.zeros(D.shape, dtype=tl.float32), PREC)
     return D
 
@@ -82,55 +82,62 @@ def diagonal_inverse(L, NC: tl.constexpr, S: tl.constexpr, METHOD: tl.constexpr,
 
 @triton.jit
 def block_substitution(L, X, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
-    """fla's merges: ``X_ij = -(X_ii L_ij) X_jj`` next to the diagonal, ``-X_ii sum_k L_ik X_kj`` beyond."""
+    """fla's merges: ``X_ij = -(X_ii L_ij) X_jj`` next to the diagonal, ``-X_ii sum_k L_ik X_kj`` beyond.
+
+    (Loop-dependent indices are written inline: Triton turns a name bound inside an unrolled loop
+    into a tensor, and tuple indices must stay compile-time constants.)
+    """
     for dist in tl.static_range(1, NB):
         for j in tl.static_range(NB - dist):
-            i: tl.constexpr = j + dist
             if dist == 1:
-                t = mm(X[tri(i, i)], L[tri(i, j)], PREC)
-                X = put(X, tri(i, j), -mm(t, X[tri(j, j)], PREC))
+                t = mm(X[tri(j + 1, j + 1)], L[tri(j + 1, j)], PREC)
+                X = put(X, tri(j + 1, j), -mm(t, X[tri(j, j)], PREC))
             else:
                 acc = zeros(NC, S)
-                for k in tl.static_range(j, i):
-                    acc = dot(prep(L[tri(i, k)], PREC), prep(X[tri(k, j)], PREC), acc, PREC)
-                X = put(X, tri(i, j), -mm(X[tri(i, i)], acc, PREC))
+                for k in tl.static_range(j, j + dist):
+                    acc = dot(prep(L[tri(j + dist, k)], PREC), prep(X[tri(k, j)], PREC), acc, PREC)
+                X = put(X, tri(j + dist, j), -mm(X[tri(j + dist, j + dist)], acc, PREC))
+    return X
+
+
+@triton.jit
+def merge_pair(L, X, NC: tl.constexpr, S: tl.constexpr, R0: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr):
+    """Join the ``N``-tile diagonal blocks at tile rows ``R0`` and ``R0 + N``: ``X21 = -(X22 L21) X11``,
+    tile-sparse (``X22``, ``X11`` lower block triangular, ``L21`` full); each operand tile prepared once."""
+    x22 = ()
+    for i in tl.static_range(N):
+        for k in tl.static_range(i + 1):
+            x22 = x22 + (prep(X[tri(R0 + N + i, R0 + N + k)], PREC),)
+    l21 = ()
+    for k in tl.static_range(N):
+        for j in tl.static_range(N):
+            l21 = l21 + (prep(L[tri(R0 + N + k, R0 + j)], PREC),)
+    P = ()
+    for i in tl.static_range(N):
+        for j in tl.static_range(N):
+            acc = zeros(NC, S)
+            for k in tl.static_range(i + 1):
+                acc = dot(x22[tri(i, k)], l21[k * N + j], acc, PREC)
+            P = P + (prep(acc, PREC),)
+    x11 = ()
+    for j in tl.static_range(N):
+        for l in tl.static_range(j + 1):
+            x11 = x11 + (prep(X[tri(R0 + j, R0 + l)], PREC),)
+    for i in tl.static_range(N):
+        for l in tl.static_range(N):
+            acc = zeros(NC, S)
+            for j in tl.static_range(l, N):
+                acc = dot(P[i * N + j], x11[tri(j, l)], acc, PREC)
+            X = put(X, tri(R0 + N + i, R0 + l), -acc)
     return X
 
 
 @triton.jit
 def block_doubling(L, X, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
-    """MBH across tiles: for each pair of ``s``-tile blocks, ``X21 = -(X22 L21) X11``, tile-sparse
-    (``X22``, ``X11`` lower block triangular, ``L21`` full); each operand tile is prepared once."""
+    """MBH across tiles: level by level, every pair of neighbouring diagonal blocks is joined."""
     for level in tl.static_range(log2(NB)):
-        s: tl.constexpr = 1 << level
-        for p in tl.static_range(NB // (2 * s)):
-            r0: tl.constexpr = 2 * p * s
-            r1: tl.constexpr = r0 + s
-            x22 = ()
-            for i in tl.static_range(s):
-                for k in tl.static_range(i + 1):
-                    x22 = x22 + (prep(X[tri(r1 + i, r1 + k)], PREC),)
-            l21 = ()
-            for k in tl.static_range(s):
-                for j in tl.static_range(s):
-                    l21 = l21 + (prep(L[tri(r1 + k, r0 + j)], PREC),)
-            P = ()
-            for i in tl.static_range(s):
-                for j in tl.static_range(s):
-                    acc = zeros(NC, S)
-                    for k in tl.static_range(i + 1):
-                        acc = dot(x22[tri(i, k)], l21[k * s + j], acc, PREC)
-                    P = P + (prep(acc, PREC),)
-            x11 = ()
-            for j in tl.static_range(s):
-                for l in tl.static_range(j + 1):
-                    x11 = x11 + (prep(X[tri(r0 + j, r0 + l)], PREC),)
-            for i in tl.static_range(s):
-                for l in tl.static_range(s):
-                    acc = zeros(NC, S)
-                    for j in tl.static_range(l, s):
-                        acc = dot(P[i * s + j], x11[tri(j, l)], acc, PREC)
-                    X = put(X, tri(r1 + i, r0 + l), -acc)
+        for p in tl.static_range(NB // (2 * pow2(level))):
+            X = merge_pair(L, X, NC, S, 2 * p * pow2(level), pow2(level), PREC)
     return X
 
 

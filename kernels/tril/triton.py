@@ -20,17 +20,21 @@ import triton.language as tl
 from ..index import varlen_chunk_indices
 from ..registry import Recipe, resolve
 from ..triton_tiles import interpreting, tri, zeros
+from .layout import check_engine_layout
 from .tiled import invert_tiles
 
 #: Methods with a Triton kernel.
 TRITON_METHODS = ("substitution", "blocked", "mxr", "mxr_refine")
 
-#: ``(NC, num_warps)`` autotune configs per chunk size: one chunk per warp on 16x16 tiles; at
-#: BT = 128 (32x32 tiles, 32 registers per tile per lane) two warps per chunk.
+#: ``(NC, num_warps)`` autotune configs per chunk size, from the SASS counts of
+#: ``python -m deltainv.bench.compile_time`` (bench/results/cpu-x86-64/compile_time.md): as many warps
+#: as chunks keeps every config spill-free up to BT = 64; at BT = 64 two chunks per warp issue fewer
+#: instructions per chunk but spill, so both are offered and the GPU's autotuner decides. At BT = 128
+#: (32x32 tiles, 32 registers per tile per lane) two warps per chunk.
 CONFIGS: dict[int, tuple[tuple[int, int], ...]] = {
-    16: ((8, 8), (4, 4)),
-    32: ((8, 8), (4, 4)),
-    64: ((4, 4), (8, 8)),
+    16: ((4, 4), (8, 8)),
+    32: ((4, 4), (8, 8)),
+    64: ((4, 4), (4, 2)),
     128: ((2, 4), (4, 8)),
 }
 
@@ -142,20 +146,25 @@ def solve_tril(
     chunk_indices: torch.Tensor | None = None,
     output_dtype: torch.dtype | None = torch.float32,
     *,
-    recipe: Recipe,
+    method: str | Recipe | None = None,
+    precision: str | None = None,
+    recipe: Recipe | None = None,
     check_finite: bool = False,
     out: torch.Tensor | None = None,
+    **options: Any,
 ) -> torch.Tensor:
-    """``(I + A)^-1`` per chunk of ``A`` ``[B, T, H, BT]`` (fp32, bf16 or fp16) for a resolved ``recipe``.
+    """``(I + A)^-1`` per chunk of ``A`` ``[B, T, H, BT]`` (fp32, bf16 or fp16) for ``recipe`` (or
+    ``method``/``precision``/``options``, resolved here).
 
     Contract of :func:`deltainv.kernels.solve_tril`. With ``chunk_indices`` given (as vLLM passes
     them) there is no device-to-host synchronisation; ``cu_seqlens`` values are then trusted, as the
     engines' own kernels trust them. Without it the chunk table is built on the host and
     ``cu_seqlens`` is validated on the way. ``out`` (``[B, T, H, BT]``, contiguous) receives the result.
     """
+    recipe = recipe if recipe is not None else resolve(method, precision, **options)
     if recipe.name not in TRITON_METHODS:
         raise ValueError(f"method {recipe.name!r} has no Triton kernel (Triton methods: {', '.join(TRITON_METHODS)})")
-    B, T, H, BT = A.shape
+    B, T, H, BT = check_engine_layout(A)
     if check_finite and not bool(torch.isfinite(A).all()):
         raise ValueError(f"A holds {int((~torch.isfinite(A)).sum())} non-finite value(s); "
                          "pass check_finite=False to let them propagate")

@@ -9,7 +9,7 @@ layer (``fla.layers.rwkv7.RWKV7Attention`` with its PyTorch references) with the
 
 - prefill (more than one new token): the chunked DPLR forward at chunk 64, whose intra-chunk inverse
   is the registry's method (``DELTAINV_METHOD`` / ``DELTAINV_PRECISION`` / ``DELTAINV_OPTIONS`` when
-  set, else deltainv's default ``mxr_refine`` fp32), or fla's fp16 recipe when
+  set, else the registry's default recipe), or fla's fp16 recipe when
   ``config.deltainv_inverse == "fla_fp16"`` (a study arm);
 - decode (one new token): the token-by-token recurrence in fp32.
 

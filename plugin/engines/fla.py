@@ -29,3 +29,34 @@ def solve_tril(settings, original, target):
 
 def gdn_intra(settings, original, target):
     return kernel(dropin.fla_gdn_fwd_intra, settings, pick=last, accepts=_intra_accepts, with_backend=True)
+
+
+def flash_qla_verifier(settings, original, target):
+    """``FlashQLABackend.chunk_gated_delta_rule_verifier``: fla 0.6's dispatch asks it whether FlashQLA
+    takes a ``chunk_gated_delta_rule`` call.
+
+    FlashQLA (a fused TileLang kernel, used by default when ``flash_qla`` is installed on SM90/SM100/
+    SM120) replaces the whole forward, so the patched intra function would not run. When FlashQLA
+    would accept the call, deltainv rejects it with a reason, through fla's own verification: fla logs
+    the rejection and runs its Triton path, which calls the patched intra function.
+    ``DELTAINV_FORCE_TRITON=0`` keeps FlashQLA, with a loud warning.
+    """
+    from ..log import info_once, warning_once
+
+    def chunk_gated_delta_rule_verifier(self, *args, **kwargs):
+        accepted, reason = original(self, *args, **kwargs)
+        if not accepted:
+            return accepted, reason
+        if settings.force_triton:
+            info_once("fla-route", "fla would dispatch chunk_gated_delta_rule to FlashQLA; deltainv routes it to "
+                      "fla's Triton path so its intra function runs (DELTAINV_FORCE_TRITON=0 keeps FlashQLA)")
+            return False, ("deltainv is active: fla's Triton path runs, with deltainv's intra function "
+                           "(DELTAINV_FORCE_TRITON=0 keeps FlashQLA)")
+        warning_once("fla-route", "fla dispatches chunk_gated_delta_rule to FlashQLA and DELTAINV_FORCE_TRITON=0: "
+                     "deltainv's GDN intra function will NOT run (FlashQLA replaces the whole forward); "
+                     "unset DELTAINV_FORCE_TRITON or set FLA_FLASH_QLA=0")
+        return accepted, reason
+
+    from ..core import Built
+
+    return Built(fast=chunk_gated_delta_rule_verifier, info={"does": "FlashQLA auto-dispatch -> fla's Triton path"})

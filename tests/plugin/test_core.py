@@ -23,6 +23,7 @@ from deltainv.plugin import PatchError, Settings
 from plugin_testing import clean_env
 
 FLA_SOLVE = "fla.ops.utils.solve_tril.solve_tril"
+FLA_QLA = "fla.ops.gated_delta_rule.backends.flash_qla.FlashQLABackend.chunk_gated_delta_rule_verifier"
 
 
 def _python(code: str, tmp_path, **env) -> dict:
@@ -73,7 +74,8 @@ def test_install_is_lazy_idempotent_and_patches_on_first_import(tmp_path):
     assert out["imported_by_install"] == [] and not out["cuda_init"]
     assert out["same_fn"]  # the package's `from .solve_tril import solve_tril` copy got the patched one
     assert out["targets"] == [FLA_SOLVE, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
-    assert sorted(out["patched"]) == sorted(out["targets"])
+    # ... and the FlashQLA verifier of fla's GDN dispatch (imported by chunk.py), a route
+    assert sorted(out["patched"]) == sorted(out["targets"] + [FLA_QLA])
     assert "already installed" in out["conflict"]
     assert out["stderr"].count("INFO: active (method=mxr_refine") == 1
 
@@ -132,7 +134,8 @@ def test_changed_signature_keeps_the_engine_function_and_warns_once(fla_modules)
     assert fla_modules.solve.solve_tril is solve_tril
     assert "signature changed" in st["skipped"][FLA_SOLVE]
     assert len(st["warnings"]) == 1 and "expects ('A', 'cu_seqlens', 'chunk_indices', 'output_dtype')" in st["warnings"][0]
-    assert [r["target"] for r in st["patched"]] == ["fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
+    assert [r["target"] for r in st["patched"]] == [
+        FLA_QLA, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
     plugin.uninstall()
     with pytest.raises(PatchError, match="DELTAINV_STRICT=1.*solve_tril has parameters"):
         plugin.install(Settings(method="mxr", targets=frozenset({"fla"}), strict=True))

@@ -42,8 +42,24 @@ def test_text_report_in_the_vllm_environment_with_signatures(tmp_path):
     assert "yes / yes / YES    vllm._custom_ops.chunk_gated_delta_rule_cpu [kernel] signature ok" in out
     assert "yes / yes / YES    vllm.third_party.flash_linear_attention.ops.solve_tril.solve_tril [kernel] signature ok" in out
     assert "no  / yes / no     vllm.model_executor.layers.fla.ops.solve_tril.solve_tril" in out  # older layout absent
+    assert ("yes / yes / YES    vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn.ChunkGatedDeltaRule [op] "
+            "signature ok") in out
+    assert ("yes / yes / YES    fla.ops.gated_delta_rule.backends.flash_qla.FlashQLABackend."
+            "chunk_gated_delta_rule_verifier [route] signature ok") in out
     assert "engine flags to add: vllm: --gdn-prefill-backend triton" in out
     assert "problems: none" in out
+
+
+def test_flash_qla_is_noted_and_a_problem_when_deltainv_keeps_it(tmp_path):
+    (tmp_path / "flash_qla").mkdir()  # an installed flash_qla package, as fla's backend registry finds it
+    (tmp_path / "flash_qla" / "__init__.py").write_text("")
+    env = clean_env(DELTAINV_METHOD="mxr_refine", PYTHONPATH=str(tmp_path))
+    routed = json.loads(_doctor(DELTAINV, "--json", env=env, cwd=tmp_path).stdout)
+    assert routed["problems"] == [] and "deltainv's FlashQLA verifier routes it" in routed["notes"][0]
+    kept = _doctor(DELTAINV, env={**env, "DELTAINV_FORCE_TRITON": "0"}, cwd=tmp_path).stdout
+    assert "flash_qla is installed: fla dispatches chunk_gated_delta_rule to FlashQLA" in kept
+    assert "deltainv's fla intra will NOT run" in kept
+    assert "note: flash_qla" not in _doctor(DELTAINV, env=clean_env(DELTAINV_METHOD="mxr_refine"), cwd=tmp_path.parent).stdout
 
 
 def test_invalid_settings_exit_1(tmp_path):

@@ -17,7 +17,8 @@ from deltainv.kernels.tril.triton import solve_tril as triton_solve_tril
 
 #: (precision, options) pairs per method: plain fp32 and the mixed GPU configuration.
 CONFIGS = {
-    "substitution": [("fp32", {}), ("tf32", {}), ("fp16", {})],
+    "substitution": [("fp32", {}), ("tf32x3", {}), ("fp16", {})],
+    "blocked": [("tf32x3", {}), ("bf16", {})],
     "mxr": [("fp32", {}), ("tf32", {"base_precision": "tf32x3"})],
     "mxr_refine": [("fp32", {}), ("tf32", {"base_precision": "tf32x3", "refine_precision": "tf32x3"}),
                    ("bf16", {})],
@@ -51,7 +52,7 @@ def test_varlen_matches_pytorch_reference_and_writes_every_element(method, BT, s
         assert got.data_ptr() == out.data_ptr()
         assert torch.isfinite(got).all(), f"{method}/{precision}: unwritten or non-finite elements"
         ref = solve_tril(A.cpu(), cu.cpu(), method=method, precision=precision, backend="torch", **opts)
-        tol = 1e-6 if precision == "fp32" else 1e-4 if precision in ("tf32", "fp16") else 5e-3
+        tol = 1e-6 if precision in ("fp32", "tf32x3") else 1e-4 if precision in ("tf32", "fp16") else 5e-3
         assert_kernel_close(got, ref, truth(A, cu), atol=tol, msg=f"{method}/{precision}")
 
 
@@ -103,10 +104,24 @@ def test_substitution_is_fla_solve_tril_arithmetic(BT, seed):
     assert (ours.float() - theirs.float()).abs().max() <= 8e-3
 
 
+def test_chunk_counts_not_a_multiple_of_the_chunks_per_program(seed):
+    """NC chunk-heads per program: 1, 3, 5 and 7 items leave the last program partly empty, and items of
+    one program come from different heads and sequences; nothing past the end may be written."""
+    for H, lens in ((1, [16]), (3, [16]), (1, [5, 33, 16, 40]), (7, [20])):
+        cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+        A = engine_layout("gdn", 1, int(cu[-1]), H, 16, cu_seqlens=cu, seed=seed).to(DEVICE)
+        canary = torch.full((1, int(cu[-1]) + 16, H, 16), float("nan"), device=DEVICE)
+        out = canary[:, : int(cu[-1])]  # B = 1: a contiguous view; the 16 rows after it must stay NaN
+        got = triton_solve_tril(A, cu.to(DEVICE), None, torch.float32, out=out)
+        assert got.data_ptr() == canary.data_ptr() and torch.isfinite(got).all()
+        assert torch.isnan(canary[:, int(cu[-1]):]).all()
+        assert_kernel_close(got, solve_tril(A.cpu(), cu, backend="torch"), truth(A, cu), atol=1e-6)
+
+
 def test_unsupported_method_and_bad_arguments():
     A = torch.zeros(1, 32, 1, 32, device=DEVICE)
     with pytest.raises(ValueError, match="has no Triton kernel"):
-        triton_solve_tril(A, method="blocked")
+        triton_solve_tril(A, method="newton_schulz")
     with pytest.raises(ValueError, match="out must be"):
         triton_solve_tril(A, out=torch.empty(1, 32, 1, 16, device=DEVICE))
     with pytest.raises(ValueError, match="C=48"):

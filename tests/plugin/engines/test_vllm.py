@@ -160,6 +160,11 @@ def test_patch_reaches_the_processes_vllm_spawns(runs):
     pid, described, patched = running[0]
     assert pid != str(server_pid)                           # the GDN prefill ran in a spawned process
     assert "vllm._custom_ops.chunk_gated_delta_rule_cpu" in patched
+    # deltainv's GDN op (CustomOp.register_oot) is registered and built there too, and the log says the
+    # CPU layers do not call it: the C++ kernel hook above is the path that ran
+    assert f"deltainv[pid={pid}] INFO: vLLM CPU build: the GDN layers' forward_cpu runs " \
+           "vllm._custom_ops.chunk_gated_delta_rule_cpu" in log
+    assert "vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn.ChunkGatedDeltaRule" in patched
     assert "WARNING" not in "\n".join(line for line in log.splitlines() if line.startswith("deltainv"))
 
 

@@ -9,6 +9,7 @@ import serve_testing
 from openai import OpenAI
 
 from deltainv.eval.tasks import loader
+from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
 MODEL = Path(__file__).resolve().parents[3] / "models" / "rwkv7_tiny"
 
@@ -29,7 +30,7 @@ def test_rwkv7_tiny_answers_recall_prompts(rwkv7_server):
     name = MODEL.name
     assert [m["id"] for m in httpx.get(rwkv7_server.base + "/v1/models").json()["data"]] == [name]
     metrics = httpx.get(rwkv7_server.base + "/metrics").text
-    assert 'deltainv_inversion_info{method="mxr_refine",precision="fp32"} 1.0' in metrics
+    assert f'deltainv_inversion_info{{method="{DEFAULT_METHOD}",precision="{DEFAULT_PRECISION}"}} 1.0' in metrics
     rows = loader.read_rows("mqar.jsonl")[:3] + loader.read_rows("kvlast.jsonl")[:2]
     for r in rows:
         # Completions: the greedy first word is the stored value (prompts span 2-4 chunks of 64).
