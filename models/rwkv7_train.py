@@ -6,7 +6,8 @@ Same tokenizer, tasks, batches, loss (answer tokens only) and schedule as
 :mod:`deltainv.models.train` (the tiny Qwen3-Next); the architecture is fla's RWKV-7 format
 (:class:`deltainv.models.rwkv7.RWKV7ForCausalLM`, hidden 128, two layers, heads of 64) starting from
 the recall circuit of :mod:`deltainv.models.rwkv7_recall_init`. Training runs through deltainv's
-chunked DPLR path (registry inversion, default ``mxr_refine`` fp32) with autograd. It stops after
+chunked DPLR path with autograd (registry inversion; ``models/rwkv7_tiny`` was trained with ``mxr_refine`` fp32,
+the default of the day). It stops after
 ``--steps`` or ``--minutes``, whichever comes first, and records seed, steps and wall time in
 ``training.json``.
 """

@@ -86,7 +86,8 @@ def markdown(report: dict) -> str:
     tasks = list(report["baseline_acc"])
     short = [t.removeprefix("deltainv_") for t in tasks]
     cfg = report["config"]
-    lines = ["# Accuracy parity: the paper's headline result on the shipped model", "",
+    title = report.get("title", "Accuracy parity: the paper's headline result on the shipped model")
+    lines = [f"# {title}", "",
              f"Model `{Path(report['model']).name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
              f"{cfg['limit'] or 'all'} items per task; margin {100 * cfg['margin']:g} pt, alpha {cfg['alpha']}. "
              f"Accuracy in %, delta in points against the baseline ({report.get('baseline_desc', DEFAULT_BASELINE)}), "
@@ -176,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             report = run(args.model, config, arms=rwkv7_arms(args.model, Path(tmp)),
                          baseline_env=arm_env(RWKV7_BASELINE[0], None, None, True), baseline_desc=RWKV7_BASELINE[1])
         report["rwkv7"] = True
+        report["title"] = ("Accuracy parity on the shipped RWKV-7: deltainv's stable methods and fla 0.6.0's fp16 "
+                           "recipe against the fp32 triangular solve")
+        report["model"] = str(Path(report["model"]).relative_to(Path.cwd())) if Path(report["model"]).is_relative_to(
+            Path.cwd()) else report["model"]
     else:
         report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",")))
     out = Path(args.out)
