@@ -16,7 +16,7 @@ from deltainv.eval.tasks import loader
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "rwkv7_tiny"
-N = 24
+N = 8
 
 
 def test_folder_config_and_card():

@@ -75,9 +75,9 @@ def test_fla_recipe_is_visible_on_a_run_of_identical_tokens(seed):
     k = 0.5 * kk
     v = torch.randn(B, T, H, V, generator=g)
     ro, _ = _oracle(r, w, k, v, -kk, kk * lr, scale=1.0)
-    good, _ = chunk_rwkv7(r, w, k, v, -kk, kk * lr, method="mxr_refine")
+    good, _ = chunk_rwkv7(r, w, k, v, -kk, kk * lr)                     # the registry's default recipe
     fla, _ = chunk_rwkv7(r, w, k, v, -kk, kk * lr, inverse=fla_fp16_inverse)
-    _close(good, ro, 1e-5)
+    _close(good, ro, 1e-4)
     assert not torch.isfinite(fla).all() or (fla.double() - ro).abs().max() > 3e-2 * ro.abs().max()
 
 
