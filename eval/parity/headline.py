@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = "headline_rwkv7"
         with tempfile.TemporaryDirectory(prefix="deltainv-headline-rwkv7-") as tmp:
             report = run(args.model, config, arms=rwkv7_arms(args.model, Path(tmp)),
-                         baseline_env=arm_env(RWKV7_BASELINE[0], None, None, True), baseline_desc=RWKV7_BASELINE[1])
+                         baseline_env=arm_env(RWKV7_BASELINE[0], "fp32", None, True), baseline_desc=RWKV7_BASELINE[1])
         report["rwkv7"] = True
         report["title"] = ("Accuracy parity on the shipped RWKV-7: deltainv's stable methods and fla 0.6.0's fp16 "
                            "recipe against the fp32 triangular solve")
