@@ -4,8 +4,11 @@
     python -m deltainv.bench.serve_load --launch                                    # deltainv serve, shipped model
 
 Reports requests by status, lost requests (no answer at all), throughput and latency percentiles,
-and writes JSON and Markdown to ``bench/results/<device>/serve_load.*``. It asserts nothing: the
-tests check the counts, the numbers are for reading.
+and whether the server's ``/metrics`` counted exactly the requests sent, and writes JSON and
+Markdown to ``bench/results/<device>/serve_load.*``. ``--soak SECONDS`` instead keeps
+``--concurrency`` requests in flight for that long and reports, per minute, p50/p99 latency and the
+server's resident memory (``process_resident_memory_bytes``) to ``serve_soak.*``. It asserts
+nothing: the tests check the counts, the numbers are for reading.
 """
 
 from __future__ import annotations
@@ -73,6 +76,86 @@ async def run_load(base_url: str, model: str, n: int = 400, concurrency: int = 3
     }
 
 
+def metric_total(base_url: str, name: str, labels: str = "") -> float:
+    """Sum of ``name``'s samples whose labels contain ``labels`` in the server's /metrics."""
+    import re
+
+    import httpx
+
+    text = httpx.get(base_url + "/metrics", timeout=30).text
+    return sum(float(m.group(2)) for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+               if labels in (m.group(1) or ""))
+
+
+async def run_soak(base_url: str, model: str, seconds: float, concurrency: int = 8, max_tokens: int = 16,
+                   prompt: str = "The quick brown fox", window: float = 60.0) -> dict:
+    """``concurrency`` clients in a closed loop for ``seconds``; per-window latency and server RSS."""
+    import httpx
+
+    t_end = time.perf_counter() + seconds
+    windows: list[dict] = []
+    current: list[float] = []
+    statuses: Counter = Counter()
+    sent = [0]
+    before = metric_total(base_url, "deltainv_http_requests_total", 'endpoint="/v1/completions"')
+
+    async def client(c, k):
+        i = 0
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            sent[0] += 1
+            try:
+                r = await c.post(base_url + "/v1/completions", json={"model": model, "prompt": f"{prompt} {k} {i}",
+                                                                     "max_tokens": max_tokens, "temperature": 0})
+                statuses[str(r.status_code)] += 1
+                current.append(time.perf_counter() - t0)
+            except Exception as e:
+                statuses[f"lost:{type(e).__name__}"] += 1
+            i += 1
+
+    async def sampler(c):
+        start = time.perf_counter()
+        while time.perf_counter() < t_end:
+            await asyncio.sleep(min(window, max(0.0, t_end - time.perf_counter())))
+            lat = sorted(current)
+            current.clear()
+            rss = float((await asyncio.to_thread(metric_total, base_url, "process_resident_memory_bytes")))
+            windows.append({"t_s": round(time.perf_counter() - start), "requests": len(lat),
+                            "p50_s": round(lat[len(lat) // 2], 4) if lat else None,
+                            "p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 4) if lat else None,
+                            "rss_mb": round(rss / 2**20, 1)})
+            print(f"soak: {windows[-1]}", file=sys.stderr, flush=True)
+
+    rss0 = metric_total(base_url, "process_resident_memory_bytes")
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as c:
+        await asyncio.gather(sampler(c), *(client(c, k) for k in range(concurrency)))
+    counted = metric_total(base_url, "deltainv_http_requests_total", 'endpoint="/v1/completions"') - before
+    p99 = [w["p99_s"] for w in windows if w["p99_s"] is not None]
+    return {"seconds": seconds, "concurrency": concurrency, "max_tokens": max_tokens, "sent": sent[0],
+            "status": dict(statuses), "lost": sum(v for k, v in statuses.items() if k.startswith("lost")),
+            "server_errors": sum(v for k, v in statuses.items() if k.startswith("5")),
+            "metrics_counted": int(counted), "rss_start_mb": round(rss0 / 2**20, 1),
+            "rss_growth_pct": round(100 * (windows[-1]["rss_mb"] * 2**20 - rss0) / rss0, 2) if windows else None,
+            "p99_first_last_s": [p99[0], p99[-1]] if p99 else None, "windows": windows}
+
+
+def write_soak(result: dict, meta: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "serve_soak.json", out / "serve_soak.md"]
+    paths[0].write_text(json.dumps({"meta": meta, "result": result}, indent=1))
+    rows = "".join(f"| {w['t_s']} | {w['requests']} | {w['p50_s']} | {w['p99_s']} | {w['rss_mb']} |\n"
+                   for w in result["windows"])
+    paths[1].write_text(
+        f"# deltainv serve soak test\n\n{meta['description']}\n\n"
+        f"Sent {result['sent']} requests; statuses {result['status']}; lost {result['lost']}; 5xx "
+        f"{result['server_errors']}; the server's /metrics counted {result['metrics_counted']} "
+        f"/v1/completions requests. Resident memory {result['rss_start_mb']} MB at the start, growth "
+        f"{result['rss_growth_pct']}% by the end.\n\n"
+        f"| t (s) | requests in window | p50 s | p99 s | server RSS MB |\n|---|---|---|---|---|\n{rows}")
+    return paths
+
+
 def write(result: dict, meta: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "serve_load.json", out / "serve_load.md"]
@@ -84,7 +167,8 @@ def write(result: dict, meta: dict, out: Path) -> list[Path]:
         f"|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {result['requests']} | {result['concurrency']} | {result['ok']} | {result['lost']} | "
         f"{result['server_errors']} | {result['requests_per_s']} | {result['completion_tokens_per_s']} | "
-        f"{lat['p50']} | {lat['p90']} | {lat['p99']} |\n\nStatus counts: {result['status']}\n")
+        f"{lat['p50']} | {lat['p90']} | {lat['p99']} |\n\nStatus counts: {result['status']}. The server's "
+        f"/metrics counted {result.get('metrics_counted')} /v1/completions requests.\n")
     return paths
 
 
@@ -97,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--out", help="output folder (default bench/results/<device>)")
+    ap.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                    help="closed-loop soak for this long instead of -n requests (writes serve_soak.*)")
     args = ap.parse_args(argv)
     if not args.launch and not (args.url and args.model):
         ap.error("give --url and --model, or --launch")
@@ -117,13 +203,21 @@ def main(argv: list[str] | None = None) -> int:
             logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             url = stack.enter_context(launched("hf", str(DEFAULT_MODEL), "mxr_refine", {}, [], logs / "serve.log"))
             url, model = url.removesuffix("/v1/completions"), DEFAULT_MODEL.name
-        result = asyncio.run(run_load(url, model, args.n, args.concurrency, args.max_tokens))
-    desc = (f"{args.n} greedy completions of {args.max_tokens} tokens at concurrency {args.concurrency} against "
-            f"{'deltainv serve (hf engine, mxr_refine) on ' + model if args.launch else url} on {device}, "
+        if args.soak:
+            result = asyncio.run(run_soak(url, model, args.soak, args.concurrency, args.max_tokens))
+        else:
+            before = metric_total(url, "deltainv_http_requests_total", 'endpoint="/v1/completions"')
+            result = asyncio.run(run_load(url, model, args.n, args.concurrency, args.max_tokens))
+            result["metrics_counted"] = int(
+                metric_total(url, "deltainv_http_requests_total", 'endpoint="/v1/completions"') - before)
+    what = (f"a {args.soak:g} s closed-loop soak" if args.soak else f"{args.n} greedy completions")
+    desc = (f"{what} of {args.max_tokens} tokens at concurrency {args.concurrency} against "
+            f"{'deltainv serve (hf engine) on ' + model if args.launch else url} on {device}, "
             f"{time.strftime('%Y-%m-%d')}.")
     meta = {"device": device, "description": desc, "torch": torch.__version__, "python": platform.python_version()}
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
-    for p in write(result, meta, Path(args.out) if args.out else RESULTS / slug):
+    writer = write_soak if args.soak else write
+    for p in writer(result, meta, Path(args.out) if args.out else RESULTS / slug):
         print(f"wrote {p}", file=sys.stderr)
     print(json.dumps(result, indent=1))
     return 0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 #: Modules providing ``register(subparsers)``, in ``--help`` order.
 SUBCOMMANDS = (
-    "deltainv.plugin.serve.cli",
+    "deltainv.serve.cli",
     "deltainv.eval.parity_cli",
     "deltainv.eval.numerics_cli",
     "deltainv.plugin.doctor",

@@ -19,12 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-def block_fla() -> None:
-    """Make ``import fla`` fail so transformers falls back to its PyTorch kernels (see above)."""
-    if "fla" in sys.modules and sys.modules["fla"] is not None:
-        raise RuntimeError("fla was imported before it could be blocked; transformers may already bind it")
-    sys.modules["fla"] = None
+from deltainv.plugin.inprocess import block_fla
 
 
 def main(argv=None) -> int:

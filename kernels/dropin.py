@@ -17,6 +17,10 @@ factory                                     replaces
 :func:`transformers_gdn`                    transformers 5.19-5.23 ``torch_chunk_gated_delta_rule``
                                             (``qwen3_next``, ``qwen3_5``, ``qwen3_5_moe``)
 :func:`transformers_kda`                    transformers 5.19-5.23 ``chunk_kimi_delta_attention`` (``kimi_linear``)
+:func:`kda_fwd_intra` (``contract="fla"``)  fla 0.6.0 ``fla.ops.kda.chunk_intra.chunk_kda_fwd_intra`` (g in log2)
+:func:`kda_fwd_intra` (``"sglang"``)        SGLang 0.5.23 ``...attention.fla.chunk_intra.chunk_kda_fwd_intra`` (log2)
+:func:`kda_fwd_intra` (``"vllm"``)          vLLM 0.32/0.33 ``vllm.models.kimi_k3.{nvidia,amd}.ops.third_party.kda
+                                            .chunk_intra.chunk_kda_fwd_intra`` (log2; returns ``(Aqk, Akk)``)
 ==========================================  ===========================================================
 
 The first three run deltainv's inversion inside the engine's own pipeline (Triton on CUDA when
@@ -101,6 +105,76 @@ def gdn_fwd_intra(
 
 fla_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=True)
 sglang_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=False)
+
+
+#: KDA intra contracts: engine -> (parameter names, what is returned).
+KDA_INTRA_PARAMS = {
+    "fla": ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate",
+            "lower_bound", "disable_recompute", "use_graph"),
+    "sglang": ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate",
+               "fuse_recompute", "fuse_diagonal"),
+    "vllm": ("q", "k", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate"),
+}
+
+
+def kda_fwd_intra(
+    method: str | None = None,
+    precision: str | None = None,
+    *,
+    contract: str,
+    wu_precision: str | None = None,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor | None, ...]]:
+    """The engines' ``chunk_kda_fwd_intra`` (Kimi Delta Attention's intra step) with deltainv's inversion.
+
+    All three take ``q, k`` ``[B, T, H, K]``, the in-chunk cumulative per-channel gate ``gk``
+    ``[B, T, HV, K]`` in **log2** units, ``beta`` ``[B, T, HV]``, ``scale`` and packed ``cu_seqlens`` /
+    ``chunk_indices``; they differ in what they return (read from the installed sources):
+
+    - ``fla`` (0.6.0): ``(w, u, qg, kg, Aqk, Akk)``; ``qg`` only with ``disable_recompute=True``, else None.
+    - ``sglang`` (0.5.23): ``(w, u, None, kg, Aqk, Akk)``; ``Akk`` None with ``fuse_recompute=True``.
+    - ``vllm`` (0.32/0.33, Kimi Linear; no ``v``): ``(Aqk, Akk)``.
+
+    ``Akk = (I + A)^-1``, ``Aqk = scale * lower(q k^T decay)``, ``w, kg`` in ``k.dtype``, ``u`` in ``v.dtype``
+    (see :func:`deltainv.kernels.kda.pytorch.chunk_kda_fwd_intra`). ``safe_gate``/``lower_bound`` only
+    bound the engines' own exponent ranges: deltainv's pairwise decays are exact for any gate, so
+    they are accepted and need nothing; ``use_graph``/``fuse_diagonal`` are launch choices. The
+    computation is deltainv's PyTorch KDA intra (on the inputs' device); a fused Triton kernel
+    will slot in behind this same contract.
+    """
+    if contract not in KDA_INTRA_PARAMS:
+        raise ValueError(f"unknown KDA intra contract {contract!r}; choose one of {', '.join(KDA_INTRA_PARAMS)}")
+    name, precision, opts = _checked(method, precision, options)
+    from .kda.pytorch import chunk_kda_fwd_intra as _intra
+
+    def run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, with_qg=False):
+        return _intra(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, gate_log2=True,
+                      with_qg=with_qg, method=name, precision=precision, wu_precision=wu_precision, **opts)
+
+    if contract == "fla":
+        def chunk_kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
+                                chunk_indices=None, safe_gate=False, lower_bound=None, disable_recompute=False,
+                                use_graph=False):
+            return run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, with_qg=disable_recompute)
+    elif contract == "sglang":
+        def chunk_kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
+                                chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False):
+            w, u, _, kg, Aqk, Akk = run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices)
+            return w, u, None, kg, Aqk, (None if fuse_recompute else Akk)
+    else:
+        def chunk_kda_fwd_intra(q, k, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
+                                chunk_indices=None, safe_gate=False):
+            *_, Aqk, Akk = run(q, k, None, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices)
+            return Aqk, Akk
+
+    chunk_kda_fwd_intra.deltainv = {"method": name, "precision": precision, "backend": "torch",
+                                    "contract": contract, "wu_precision": wu_precision, **opts}
+    return chunk_kda_fwd_intra
+
+
+fla_kda_fwd_intra = functools.partial(kda_fwd_intra, contract="fla")
+sglang_kda_fwd_intra = functools.partial(kda_fwd_intra, contract="sglang")
+vllm_kda_fwd_intra = functools.partial(kda_fwd_intra, contract="vllm")
 
 
 def vllm_cpu_gdn(
@@ -195,8 +269,13 @@ def transformers_kda(
 
 
 __all__ = [
+    "KDA_INTRA_PARAMS",
     "fla_gdn_fwd_intra",
+    "fla_kda_fwd_intra",
     "gdn_fwd_intra",
+    "kda_fwd_intra",
+    "sglang_kda_fwd_intra",
+    "vllm_kda_fwd_intra",
     "sglang_gdn_fwd_intra",
     "solve_tril",
     "transformers_gdn",

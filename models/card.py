@@ -34,7 +34,38 @@ def render(folder: Path) -> str:
     status = (f"**Status: below target.** `deltainv_mqar_mc` is {main:.1%} (chance 25%, target 90%): the"
               " model has learned the formats but not the lookups yet; see `docs/models.md`."
               if main < TARGET else f"Status: `deltainv_mqar_mc` {main:.1%} (target {TARGET:.0%}).")
-    lines = [
+    kimi = cfg["model_type"] == "kimi_linear"
+    if kimi:
+        head = [
+            f"# {folder.name}: a tiny Kimi Linear hybrid trained on delta-rule recall tasks",
+            "",
+            status,
+            "",
+            "A `KimiLinearForCausalLM` (transformers `model_type: kimi_linear`) small enough to train on one",
+            "CPU core, the Kimi Delta Attention (KDA) subject of `deltainv serve` and of the accuracy-parity",
+            "gate. It is a task model, not a language model: it answers the synthetic task formats of",
+            "`eval/tasks`, with the same tokenizer as `qwen3_next_tiny` (see `docs/models.md`).",
+            "",
+            "## Architecture",
+            "",
+        ]
+        arch = [
+            f"- layers: {cfg['num_hidden_layers']} = `{', '.join(cfg['layer_types'])}`",
+            f"- hidden {cfg['hidden_size']}; full attention: Kimi's MLA without RoPE, {cfg['num_attention_heads']}"
+            f" heads, latent rank {cfg['kv_lora_rank']}, nope/rope/value head dims {cfg['qk_nope_head_dim']}/"
+            f"{cfg['qk_rope_head_dim']}/{cfg['v_head_dim']}",
+            f"- Kimi Delta Attention: {cfg['linear_num_heads']} heads x {cfg['linear_head_dim']} (q, k, v),"
+            f" per-channel forget gate (low rank {cfg['linear_head_dim']}), short conv {cfg['linear_conv_kernel_dim']},"
+            " sigmoid-gated output norm",
+            f"- MLP: `{', '.join(cfg['mlp_layer_types'])}`; MoE {cfg['num_experts']} experts (top-"
+            f"{cfg['num_experts_per_token']}, {cfg['moe_intermediate_size']} wide) + shared expert",
+            f"- vocabulary {cfg['vocab_size']} (byte-level BPE, untied `lm_head`), max positions "
+            f"{cfg.get('max_position_embeddings', cfg.get('model_max_length'))}",
+            f"- {tr['parameters']:,} parameters, {weights / 1e6:.1f} MB of float32 safetensors",
+            f"- trained with transformers' PyTorch KDA at chunk size {tr.get('kda_training_chunk')} (the same"
+            " function at any chunk size; 16 is about 6x faster on a CPU than 64); served at 64",
+        ]
+    lines = ([] if kimi else [
         f"# {folder.name}: a tiny Qwen3-Next hybrid trained on delta-rule recall tasks",
         "",
         status,
@@ -46,6 +77,7 @@ def render(folder: Path) -> str:
         "",
         "## Architecture",
         "",
+    ]) + (head + arch if kimi else [
         f"- layers: {cfg['num_hidden_layers']} = `{', '.join(cfg['layer_types'])}`",
         f"- hidden {cfg['hidden_size']}; full attention: {cfg['num_attention_heads']} query heads,"
         f" {cfg['num_key_value_heads']} KV head, head_dim {cfg['head_dim']} (gated output, partial RoPE)",
@@ -57,6 +89,7 @@ def render(folder: Path) -> str:
         f"- vocabulary {cfg['vocab_size']} (byte-level BPE, {cfg['vocab_size']} rows, untied `lm_head`),"
         f" max positions {cfg['max_position_embeddings']}",
         f"- {tr['parameters']:,} parameters, {weights / 1e6:.1f} MB of float32 safetensors",
+    ]) + [
         "",
         "## Training",
         "",
@@ -68,7 +101,7 @@ def render(folder: Path) -> str:
         f"- task weights {tr['task_weights']}; curriculum {tr['curriculum']}",
         f"- init: {tr.get('init', 'default')}"
         + (f" ({tr['recall_init']['description']})" if tr.get("recall_init") else ""),
-        f"- GDN init: {tr['gdn_init']}",
+        f"- {'KDA forget-gate' if kimi else 'GDN'} init: {tr['gdn_init']}",
         f"- **wall time {tr['wall_time_s'] / 60:.1f} min** on {tr['machine']},"
         f" {tr['torch_threads']} torch thread, torch {tr['torch']}, transformers {tr['transformers']}",
         f"- held-out teacher-forced answer-token accuracy at the end: "

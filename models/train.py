@@ -171,6 +171,15 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+#: ``--arch`` -> (transformers config class, model class, config kwargs, recall construction, its description).
+ARCHS = {
+    "qwen3_next": ("Qwen3NextConfig", "Qwen3NextForCausalLM", model_config.config_kwargs,
+                   recall_init.apply, recall_init.describe),
+    "kimi_linear": ("KimiLinearConfig", "KimiLinearForCausalLM", model_config.kimi_config_kwargs,
+                    recall_init.apply_kda, recall_init.describe_kda),
+}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output model folder")
@@ -194,6 +203,13 @@ def parse_args(argv=None):
     p.add_argument("--init", choices=("default", "recall"), default="recall",
                    help="recall: write the delta-rule lookup circuit into GDN layer 1 before training "
                         "(models/recall_init.py); default: transformers' init + the GDN decay init")
+    p.add_argument("--arch", choices=tuple(ARCHS), default="qwen3_next",
+                   help="qwen3_next: Gated DeltaNet hybrid (models/qwen3_next_tiny); kimi_linear: Kimi Delta "
+                        "Attention hybrid (models/kimi_linear_tiny)")
+    p.add_argument("--kda-chunk", type=int, default=16,
+                   help="kimi_linear: chunk size of transformers' PyTorch KDA during training (the result is "
+                        "the same for any chunk size; its [chunk, chunk, K] decay tensors and row-by-row "
+                        "substitution make 64 about 6x slower than 16 on a CPU)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--eval-every", type=int, default=400)
     return p.parse_args(argv)
@@ -203,24 +219,34 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+    import transformers
+
+    cfg_name, model_name, config_kwargs, construct, describe = ARCHS[args.arch]
+    config_cls, model_cls = getattr(transformers, cfg_name), getattr(transformers, model_name)
 
     tok = model_tokenizer.build(seed=0)
     eos_id = tok.token_to_id(model_tokenizer.EOS)
     # Round the embedding table up to a multiple of 64; ids past the tokenizer are never used.
     vocab = 64 * math.ceil(tok.get_vocab_size() / 64)
-    cfg = Qwen3NextConfig(**model_config.config_kwargs(vocab, eos_id))
+    cfg = config_cls(**config_kwargs(vocab, eos_id))
     previous = None
     init_params = None
     if args.resume is not None:
-        model = Qwen3NextForCausalLM.from_pretrained(str(args.resume), dtype=torch.float32)
+        model = model_cls.from_pretrained(str(args.resume), dtype=torch.float32)
         prev_record = args.resume / "training.json"
         previous = json.loads(prev_record.read_text()) if prev_record.exists() else None
     else:
-        model = Qwen3NextForCausalLM(cfg)
+        model = model_cls(cfg)
         init_gdn_decay(model, torch.Generator().manual_seed(args.seed))
         if args.init == "recall":
-            init_params = recall_init.apply(model, tok, torch.Generator().manual_seed(args.seed))
+            init_params = construct(model, tok, torch.Generator().manual_seed(args.seed))
+    if args.arch == "kimi_linear":
+        import functools
+
+        from transformers.models.kimi_linear import modeling_kimi_linear
+
+        modeling_kimi_linear.chunk_kimi_delta_attention = functools.partial(
+            modeling_kimi_linear.chunk_kimi_delta_attention, chunk_size=args.kda_chunk)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"[train] {n_params:,} parameters, vocab {tok.get_vocab_size()} (table {vocab}), "
@@ -271,7 +297,7 @@ def main(argv=None) -> int:
     wall = time.time() - t0
 
     args.out.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = ["Qwen3NextForCausalLM"]
+    model.config.architectures = [model_name]
     model.generation_config.do_sample = False
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = eos_id
@@ -279,6 +305,8 @@ def main(argv=None) -> int:
     model_tokenizer.save_pretrained(tok, args.out, model_max_length=cfg.max_position_embeddings)
     record = {
         "command": "python -m deltainv.models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "arch": args.arch,
+        "kda_training_chunk": args.kda_chunk if args.arch == "kimi_linear" else None,
         "seed": args.seed,
         "tokenizer_seed": 0,
         "steps": args.steps,
@@ -298,7 +326,7 @@ def main(argv=None) -> int:
         + ("; in the GDN layers the recall circuit does not overwrite" if init_params else ""),
         "init": ("resumed from " + str(args.resume)) if args.resume is not None else args.init,
         "recall_init": None if init_params is None else {"params": init_params,
-                                                         "description": recall_init.describe(init_params)},
+                                                         "description": describe(init_params)},
         "loss": "cross-entropy on answer tokens (+ closing newline) only",
         "parameters": n_params,
         "torch_threads": args.threads,

@@ -215,6 +215,9 @@ def install(settings: Settings | None = None) -> dict[str, Any]:
             return status()
         configure(settings.log_level)
         _state.settings = settings
+        inaccurate = settings.inaccuracy()
+        if inaccurate:
+            logger.warning(f"DELTAINV_ALLOW_INACCURATE=1: running a recipe known to be inaccurate: {inaccurate}")
         by_slot: dict[str, list[Target]] = {}
         for target in TARGETS:
             if target.group in settings.targets:

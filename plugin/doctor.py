@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .settings import TARGET_GROUPS, Settings, SettingsError
+from .settings import TARGET_GROUPS, VARIABLE_BY_NAME, Settings, SettingsError, unknown_variables
 from .targets import TARGETS, format_range, installed_version, module_exists, version_supported
 
 _ENTRY_POINT_GROUPS = ("vllm.general_plugins", "sglang.srt.plugins")
@@ -150,6 +150,12 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         else:
             notes.append("flash_qla is installed: fla would dispatch chunk_gated_delta_rule to FlashQLA (SM90/SM100/"
                          "SM120); when active, deltainv's FlashQLA verifier routes it to fla's Triton path")
+    for name in unknown_variables(environ):
+        problems.append(f"{name} is set but no deltainv code reads it (a typo?); the variables: "
+                        f"{', '.join(VARIABLE_BY_NAME)}")
+    problems = sorted(set(problems))
+    if settings_error:  # first: nothing else matters until the settings are valid
+        problems.insert(0, f"invalid settings: {settings_error}")
     return {
         "deltainv": __version__,
         "python": platform.python_version(),
@@ -160,7 +166,7 @@ def report(check_signatures: bool = False, environ=None) -> dict[str, Any]:
         "entry_points": _entry_points(),
         "engines": engines,
         "targets": targets,
-        "problems": sorted(set(problems)),
+        "problems": problems,
         "notes": notes,
         "engine_flags": {e: engine_flags(e, settings) for e in ("vllm", "sglang")} if settings else {},
         "gpu": _triton(),

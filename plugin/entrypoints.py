@@ -12,9 +12,14 @@ from __future__ import annotations
 
 
 def _activate() -> None:
-    from .settings import Settings
+    from .log import logger
+    from .settings import Settings, SettingsError
 
-    settings = Settings.from_env()  # a bad value raises SettingsError, naming the variable
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:  # one line naming the variable, then the engine stops
+        logger.error(f"invalid settings: {exc}")
+        raise
     if not settings.active:
         return
     from .core import install

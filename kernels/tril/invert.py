@@ -19,6 +19,12 @@ def check_dtype(A: Any, name: str = "A") -> None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {A.dtype}")
 
 
+def check_out_dtype(out_dtype: Any, name: str = "out_dtype") -> None:
+    """``out_dtype`` must be ``None`` or a floating dtype: an integer inverse would be silently rounded."""
+    if out_dtype is not None and out_dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be None or float16, bfloat16, float32 or float64, got {out_dtype}")
+
+
 def check_chunk_size(C: int) -> int:
     if C not in CHUNK_SIZES:
         raise ValueError(f"chunk size C={C} is not supported; use one of {', '.join(map(str, CHUNK_SIZES))}")
@@ -46,7 +52,32 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "torch"
     if backend not in ("torch", "triton"):
         raise ValueError(f"unknown backend {backend!r}; choose auto, torch or triton")
+    if backend == "triton":
+        _check_triton_usable(device)
     return backend
+
+
+def _check_triton_usable(device: torch.device) -> None:
+    """``backend="triton"`` needs Triton and either a CUDA tensor or Triton's CPU interpreter; say
+    which is missing and what to do instead of failing inside Triton ("0 active drivers")."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError("backend='triton' needs the triton package: pip install 'deltainv[triton]', "
+                           "or use backend='torch' (or 'auto')")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return  # Triton's CPU interpreter runs the kernels on any device (slowly; bf16 math is inexact)
+    if device.type != "cuda":
+        raise RuntimeError(f"backend='triton' needs a CUDA tensor; this one is on {device.type}. Move it to a "
+                           "GPU, use backend='torch' (or 'auto'), or set TRITON_INTERPRET=1 before importing "
+                           "triton to run the kernels in Triton's CPU interpreter")
+    from .. import triton_available
+
+    if not triton_available():
+        raise RuntimeError("backend='triton': Triton finds no usable GPU driver on this machine; use "
+                           "backend='torch' (or 'auto'), or check the CUDA driver (`deltainv doctor` shows "
+                           "what Triton sees)")
 
 
 def invert(
@@ -79,6 +110,7 @@ def invert(
         method's arithmetic and the operands of each product rounded per ``precision``.
     """
     check_chunk_matrix(A)
+    check_out_dtype(out_dtype)
     recipe = resolve(method, precision, **options)
     backend = resolve_backend(backend, A.device)
     L = A.to(torch.float32).tril(-1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..index import chunk_table
-from .invert import check_chunk_size, check_dtype, invert, resolve_backend
+from .invert import check_chunk_size, check_dtype, check_out_dtype, invert, resolve_backend
 
 
 def check_engine_layout(A: torch.Tensor) -> tuple[int, int, int, int]:
@@ -56,6 +56,7 @@ def solve_tril(
         chunk's inverse (unit diagonal, zeros above it and beyond a partial chunk's end).
     """
     B, T, H, BT = check_engine_layout(A)
+    check_out_dtype(output_dtype, "output_dtype")
     out_dtype = A.dtype if output_dtype is None else output_dtype
     backend = resolve_backend(backend, A.device)
     if backend == "triton":

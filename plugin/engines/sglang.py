@@ -5,7 +5,7 @@ from __future__ import annotations
 from deltainv.kernels import dropin
 
 from ..log import info_once, warning_once
-from . import kernel, last
+from . import first, kernel, last
 from .fla import _intra_accepts
 
 
@@ -54,3 +54,11 @@ def check_backends(settings, original, target):
     from ..core import Built
 
     return Built(fast=resolve_linear_attn_backends, info={"does": "warns when prefill is not triton"})
+
+
+def kda_intra(settings, original, target):
+    """``sglang.kernels.ops.attention.fla.kda.chunk_kda_fwd_intra`` (the Triton KDA prefill backend's
+    by-name copy; the original in ``fla.chunk_intra`` is rebound too). Gates in log2."""
+    from .fla import _kda_intra_accepts
+
+    return kernel(dropin.sglang_kda_fwd_intra, settings, pick=first, accepts=_kda_intra_accepts)

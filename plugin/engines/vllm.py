@@ -9,7 +9,7 @@ from deltainv.kernels import dropin
 from ..core import Built
 from ..guard import count
 from ..log import info_once, warning_once
-from . import first, itself, kernel, last
+from . import chunk_size_reason, first, itself, kernel, last
 from .fla import _intra_accepts, _solve_tril_accepts
 
 
@@ -81,6 +81,20 @@ def cpu_gdn(settings, original, target):
     built = kernel(dropin.vllm_cpu_gdn, settings, pick=first, accepts=_cpu_accepts, preserve=_cpu_preserve)
     built.info["replaces"] = "vLLM's C++ GDN prefill kernel (torch.ops._C.chunk_gated_delta_rule_cpu)"
     return built
+
+
+def kda_intra(settings, original, target):
+    """``vllm.models.kimi_k3.{nvidia,amd}.ops.third_party.kda.chunk.chunk_kda_fwd_intra``: Kimi Linear's
+    fused intra + inverse, called from ``chunk_kda_with_fused_gate`` (``kimi_gdn_linear_attn.py``);
+    returns ``(Aqk, Akk)``, gates in log2."""
+    return kernel(dropin.vllm_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts)
+
+
+def _kda_intra_accepts(q, k, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64, chunk_indices=None,
+                       safe_gate=False):
+    if gk is None or beta is None or not hasattr(k, "dim") or k.dim() != 4:
+        return "inputs are not [B, T, H, K] tensors with a gate and beta"
+    return chunk_size_reason(chunk_size)
 
 
 # ------------------------------------------------------------------------------------------------

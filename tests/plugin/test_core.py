@@ -24,6 +24,7 @@ from plugin_testing import clean_env
 
 FLA_SOLVE = "fla.ops.utils.solve_tril.solve_tril"
 FLA_QLA = "fla.ops.gated_delta_rule.backends.flash_qla.FlashQLABackend.chunk_gated_delta_rule_verifier"
+FLA_KDA = ["fla.ops.kda.backends.flash_kda.FlashKDABackend.chunk_kda_verifier", "fla.ops.kda.chunk_fwd.chunk_kda_fwd_intra"]
 
 
 def _python(code: str, tmp_path, **env) -> dict:
@@ -74,8 +75,9 @@ def test_install_is_lazy_idempotent_and_patches_on_first_import(tmp_path):
     assert out["imported_by_install"] == [] and not out["cuda_init"]
     assert out["same_fn"]  # the package's `from .solve_tril import solve_tril` copy got the patched one
     assert out["targets"] == [FLA_SOLVE, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
-    # ... and the FlashQLA verifier of fla's GDN dispatch (imported by chunk.py), a route
-    assert sorted(out["patched"]) == sorted(out["targets"] + [FLA_QLA])
+    # ... and the FlashQLA verifier of fla's GDN dispatch (imported by chunk.py), a route; fla's GDN chunk
+    # module imports its KDA modules too (fla 0.6.0), so the KDA intra and the FlashKDA verifier as well
+    assert sorted(out["patched"]) == sorted(out["targets"] + [FLA_QLA] + FLA_KDA)
     assert "already installed" in out["conflict"]
     assert out["stderr"].count("INFO: active (method=mxr_refine") == 1
 
@@ -134,7 +136,7 @@ def test_changed_signature_keeps_the_engine_function_and_warns_once(fla_modules)
     assert fla_modules.solve.solve_tril is solve_tril
     assert "signature changed" in st["skipped"][FLA_SOLVE]
     assert len(st["warnings"]) == 1 and "expects ('A', 'cu_seqlens', 'chunk_indices', 'output_dtype')" in st["warnings"][0]
-    assert [r["target"] for r in st["patched"]] == [
+    assert [r["target"] for r in st["patched"] if r["rule"] == "gdn"] == [
         FLA_QLA, "fla.ops.gated_delta_rule.chunk_fwd.chunk_gated_delta_rule_fwd_intra"]
     plugin.uninstall()
     with pytest.raises(PatchError, match="DELTAINV_STRICT=1.*solve_tril has parameters"):

@@ -65,6 +65,8 @@ def test_flash_qla_is_noted_and_a_problem_when_deltainv_keeps_it(tmp_path):
 def test_invalid_settings_exit_1(tmp_path):
     proc = _doctor(DELTAINV, env=clean_env(DELTAINV_PRECISION="fp64"), cwd=tmp_path)
     assert proc.returncode == 1 and "settings: INVALID: DELTAINV_PRECISION='fp64'" in proc.stdout
+    assert "problems: none" not in proc.stdout  # never beside invalid settings
+    assert "  - invalid settings: DELTAINV_PRECISION='fp64'" in proc.stdout
 
 
 # ------------------------------------------------------------------------------------------------

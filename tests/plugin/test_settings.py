@@ -78,3 +78,28 @@ def test_targets_and_case():
 
 def test_docs_hold_the_table_verbatim():
     assert variables_markdown() in DOCS.read_text()
+
+
+def test_recipes_that_cannot_converge_are_refused_before_any_engine_sees_them():
+    """The library accepts newton_schulz with few iterations (the paper's study needs it); an engine
+    would answer wrongly with it, so the settings refuse it, naming the option and what it needs."""
+    from deltainv.plugin.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=r"DELTAINV_OPTIONS='iters=3': newton_schulz with iters=3 does not "
+                                            r"converge at C=64 \(needs 12\)"):
+        Settings.from_env({"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=3"})
+    with pytest.raises(SettingsError, match="iters=5"):
+        Settings(method="newton_schulz", options=(("iters", 5),))  # built directly: same check
+    assert Settings.from_env({"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=12"}).active
+    # an explicit opt-in (accuracy studies, the parity gate's arms) accepts it and says why it is inaccurate
+    study = Settings.from_env({"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=3",
+                               "DELTAINV_ALLOW_INACCURATE": "1"})
+    assert study.active and "iters=3 does not converge" in study.inaccuracy()
+    assert Settings.from_env(study.to_env()) == study
+
+
+def test_unknown_variables_are_listed():
+    from deltainv.plugin.settings import unknown_variables
+
+    env = {"DELTAINV_METOD": "mxr", "DELTAINV_METHOD": "mxr", "DELTAINV_API_KEY": "k", "PATH": "/bin"}
+    assert unknown_variables(env) == ["DELTAINV_METOD"]

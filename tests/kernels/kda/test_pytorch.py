@@ -81,3 +81,16 @@ def test_bad_shapes_are_named():
         chunk_kda(q, k, v, g[..., 0], beta)
     with pytest.raises(ValueError, match="initial_state"):
         chunk_kda(q, k, v, g, beta, initial_state=torch.zeros(1, 4, 32, 16))
+
+
+def test_bad_input_gets_a_clear_error_naming_it():
+    _pytest = pytest
+    q = k = torch.randn(1, 20, 2, 8)
+    v, beta = torch.randn(1, 20, 2, 4), torch.rand(1, 20, 2)
+    with _pytest.raises(ValueError, match=r"g must have rank 4.*per-head gate"):
+        chunk_kda(q, k, v, -torch.rand(1, 20, 2), beta, method="substitution")
+    v3, beta3 = torch.randn(1, 20, 3, 4), torch.rand(1, 20, 3)
+    with _pytest.raises(ValueError, match=r"3 value heads \(v.shape\[2\]\) are not a multiple of the 2 key heads"):
+        chunk_kda(q, k, v3, -torch.rand(1, 20, 3, 8), beta3, method="substitution")
+    with _pytest.raises(ValueError, match=r"g must be \[B, T, HV, K\]"):
+        chunk_kda(q, k, v, -torch.rand(1, 20, 2, 4), beta, method="substitution")

@@ -94,3 +94,22 @@ def test_registry_describes_every_method():
     assert [m for m, s in METHODS.items() if not s.stable] == ["product"]
     for spec in METHODS.values():
         assert callable(spec.implementation("torch")) and spec.summary
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.complex64])
+def test_out_dtype_must_be_floating(dtype):
+    """An integer out_dtype would round the inverse to integers without a word: refused."""
+    from deltainv.kernels import solve_tril
+
+    A = torch.randn(2, 16, 16).tril(-1) * 0.1
+    with pytest.raises(TypeError, match="out_dtype must be None or float16"):
+        invert(A, "substitution", out_dtype=dtype)
+    with pytest.raises(TypeError, match="output_dtype must be None or float16"):
+        solve_tril(torch.randn(1, 16, 1, 16), output_dtype=dtype, backend="torch")
+
+
+def test_triton_backend_without_a_gpu_names_the_problem_and_the_fix(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    A = torch.randn(2, 16, 16).tril(-1) * 0.1
+    with pytest.raises(RuntimeError, match=r"needs a CUDA tensor; this one is on cpu.*backend='torch'.*TRITON_INTERPRET=1"):
+        invert(A, "substitution", backend="triton")

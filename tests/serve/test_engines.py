@@ -15,6 +15,7 @@ import pytest
 import serve_testing
 from openai import OpenAI
 
+from deltainv.kernels import DEFAULT_METHOD, DEFAULT_PRECISION
 from deltainv.models import DEFAULT_MODEL
 
 
@@ -30,7 +31,8 @@ def test_no_arguments_serves_the_shipped_model_and_the_printed_curl_works(tmp_pa
         assert body["object"] == "text_completion" and body["model"] == DEFAULT_MODEL.name
         assert body["choices"][0]["text"].strip() == "42"  # the shipped model recalls ko -> 42
         metrics = httpx.get(s.base + "/metrics").text
-        assert 'deltainv_inversion_info{method="mxr_refine",precision="fp32"} 1.0' in metrics  # on by default
+        on = f'deltainv_inversion_info{{method="{DEFAULT_METHOD}",precision="{DEFAULT_PRECISION}"}} 1.0'
+        assert on in metrics  # on by default
         py = "\n".join(line[4:] for line in out.splitlines() if line.startswith("    "))
         ran = subprocess.run([str(plugin_testing.ROOT / ".venv" / "bin" / "python"), "-c", py], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)
@@ -45,7 +47,7 @@ def test_engine_command_for_sglang_is_accepted_by_sglang_itself(tmp_path):
     python = plugin_testing.venv_python(".venv-sglang")
     script = textwrap.dedent(f"""
         import json, sys
-        from deltainv.plugin.serve.cli import engine_command
+        from deltainv.serve.cli import engine_command
         argv, env = engine_command("sglang", {str(DEFAULT_MODEL)!r}, "127.0.0.1", 30000, ["--tp-size", "2"])
         assert argv[1:4] == ["-m", "sglang.launch_server", "--model-path"], argv
         from sglang.srt.server_args import prepare_server_args

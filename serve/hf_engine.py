@@ -3,9 +3,16 @@
 One worker thread owns the model. Requests become jobs: each job is advanced one unit at a time
 (its prefill, then one generated token), round-robin over up to ``max_active`` jobs, so a long
 generation never starves a short one. Further jobs wait in a bounded FIFO; when it is full,
-:meth:`HFEngine.submit` refuses with 429 and a ``Retry-After``. A cancelled job (client gone) is
-dropped at its next turn, and :meth:`HFEngine.drain` lets the jobs in flight finish before the
-worker stops.
+:meth:`HFEngine.submit` refuses with 429 and a ``Retry-After``, and a batch larger than the whole
+queue is refused with 400 (a retry could never succeed). :meth:`HFEngine.cancel` (client gone)
+frees a waiting job's slot at once and drops an active one at its next turn.
+:meth:`HFEngine.drain` lets the jobs in flight finish; those still unfinished at its deadline end
+with a 503 error event, so every client gets an answer.
+
+Prompts are tokenized in a child process (:mod:`.tokenizer_process`: :meth:`prompt_ids`,
+:meth:`chat_ids`, :meth:`tokenize`), and a prompt longer than the context is refused before its
+ids become Python objects. Decoding (bounded by the context length) runs in request threads under
+a lock; the worker thread checks stop strings with its own tokenizer copy, so neither waits.
 
 Log-probabilities are the raw ``log_softmax`` of the unprocessed fp32 logits (no temperature, no
 top-p), taken once per position, so a greedy token's value in ``token_logprobs`` and in
@@ -28,6 +35,7 @@ from typing import Any
 import torch
 
 from .openai_schema import APIError, Sampling
+from .tokenizer_process import TokenizerProcess
 
 log = logging.getLogger("deltainv.serve")
 
@@ -83,6 +91,9 @@ class HFEngine:
         self.path = Path(model_path)
         self.model_name = served_model_name or self.path.name
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._worker_tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self._tok_lock = threading.Lock()
+        self._prompt_tokenizer = TokenizerProcess(str(self.path))
         self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=dtype).to(device).eval()
         self.device = device
         cfg = self.model.config
@@ -99,6 +110,7 @@ class HFEngine:
         self._cv = threading.Condition()
         self._draining = False
         self._stopped = False
+        self._abort: APIError | None = None
         self.stats = collections.Counter()
         self._worker = threading.Thread(target=self._run, name="deltainv-hf-engine", daemon=True)
         self._worker.start()
@@ -109,37 +121,57 @@ class HFEngine:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+    async def prompt_ids(self, text: str) -> list[int]:
+        """A text prompt's ids (no special tokens); 400 if it alone exceeds the context."""
+        return self._fits(await self._prompt_tokenizer.encode(text), "prompt")
 
-    def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token])
-
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    async def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template's ids for ``messages`` (with the generation prompt); 400 if too long."""
         if not self.has_chat_template:
             raise APIError(400, f"model {self.model_name!r} has no chat template; use /v1/completions",
                            param="messages")
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+        return self._fits(await self._prompt_tokenizer.chat(messages), "messages")
+
+    async def tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        """``/tokenize``: all ids, however many (the client asked for them)."""
+        return (await self._prompt_tokenizer.encode(text, add_special_tokens)).tolist()
+
+    def _fits(self, ids, param: str) -> list[int]:
+        if len(ids) > self.max_model_len:
+            raise self._too_long(len(ids), 0, param)
+        return ids.tolist()
+
+    def _too_long(self, prompt: int, wanted: int, param: str) -> APIError:
+        return APIError(
+            400,
+            f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+            f"{prompt + wanted} tokens ({prompt} in the prompt, {wanted} in the completion).",
+            param=param, code="context_length_exceeded")
+
+    def decode(self, ids: list[int]) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode([token])
 
     def check_ids(self, ids: list[int], max_tokens: int | None) -> int:
         """Validate a prompt's token ids and length; return the number of tokens that may be generated."""
         if not ids:
             raise APIError(400, "the prompt is empty after tokenization", param="prompt")
-        bad = [t for t in ids if t < 0 or t >= self.vocab_size]
-        if bad:
-            raise APIError(400, f"token ids out of range [0, {self.vocab_size}): {bad[:5]}", param="prompt")
         room = self.max_model_len - len(ids)
+        if room >= 0:
+            bad = [t for t in ids if t < 0 or t >= self.vocab_size]
+            if bad:
+                raise APIError(400, f"token ids out of range [0, {self.vocab_size}): {bad[:5]}", param="prompt")
         wanted = room if max_tokens is None else max_tokens
         if room < 0 or wanted > room:
-            raise APIError(
-                400,
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{len(ids) + wanted} tokens ({len(ids)} in the prompt, {wanted} in the completion).",
-                param="prompt" if room < 0 else "max_tokens", code="context_length_exceeded")
+            raise self._too_long(len(ids), wanted, "prompt" if room < 0 else "max_tokens")
         return wanted
 
     @property
@@ -149,11 +181,16 @@ class HFEngine:
             return len(self._waiting), len(self._active)
 
     def submit(self, jobs: list[Job]) -> None:
-        """Queue ``jobs`` (all or none), or refuse: 503 while draining, 429 when the queue is full."""
+        """Queue ``jobs`` (all or none), or refuse: 503 while draining, 400 for a batch larger than the
+        whole queue (it could never fit), 429 when the queue is full now."""
         with self._cv:
             if self._draining or self._stopped:
                 raise APIError(503, "the server is shutting down", type="server_error",
                                headers={"Retry-After": "5"})
+            if len(jobs) > self.max_queue:
+                self.stats["rejected"] += len(jobs)
+                raise APIError(400, f"the request holds {len(jobs)} prompts but this server queues at most "
+                                    f"{self.max_queue} (--max-queue); split the batch", param="prompt")
             if len(self._waiting) + len(jobs) > self.max_queue:
                 self.stats["rejected"] += len(jobs)
                 raise APIError(429, f"the request queue is full ({self.max_queue} waiting); retry later",
@@ -161,8 +198,26 @@ class HFEngine:
             self._waiting.extend(jobs)
             self._cv.notify()
 
+    def cancel(self, jobs: list[Job]) -> None:
+        """The client left: waiting jobs leave the queue now (their slots free at once); active jobs
+        are dropped by the worker at their next turn. Finished jobs are unaffected."""
+        with self._cv:
+            for job in jobs:
+                if job.cancelled.is_set():
+                    continue
+                job.cancelled.set()
+                try:
+                    self._waiting.remove(job)
+                except ValueError:
+                    continue  # active or finished: the worker sees the flag
+                self.stats["cancelled"] += 1
+
     def drain(self, timeout: float) -> bool:
-        """Refuse new jobs, wait up to ``timeout`` s for the queued and active ones, stop the worker."""
+        """Refuse new jobs, wait up to ``timeout`` s for the queued and active ones, stop the worker.
+
+        Jobs still unfinished at the deadline get an ``error`` event carrying a 503, so their
+        handlers answer (JSON 503, or an error event and ``[DONE]`` on a stream) instead of being
+        cut off. Idempotent: a second call waits for the first one's worker to stop."""
         with self._cv:
             self._draining = True
             self._cv.notify()
@@ -173,10 +228,14 @@ class HFEngine:
                 break
             time.sleep(0.05)
         with self._cv:
+            if any((self._waiting, self._active)) and self._abort is None:
+                self._abort = APIError(503, f"the server shut down before this request finished (drain timeout "
+                                            f"{timeout:g} s)", type="server_error", code="drain_timeout")
             self._stopped = True
             self._cv.notify()
-        self._worker.join(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-        return not any(self.load)
+        self._worker.join(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        self._prompt_tokenizer.close()
+        return self._abort is None
 
     # -- worker thread ------------------------------------------------------------------------------
 
@@ -186,12 +245,21 @@ class HFEngine:
                 with self._cv:
                     while not self._active and not self._waiting and not self._stopped:
                         self._cv.wait()
+                    if self._abort is not None:
+                        for job in [*self._active, *self._waiting]:
+                            self.stats["aborted"] += 1
+                            job.post("error", self._abort)
+                        self._active.clear()
+                        self._waiting.clear()
+                        return
                     if self._stopped and not self._active and not self._waiting:
                         return
                     while self._waiting and len(self._active) < self.max_active:
                         self._active.append(self._waiting.popleft())
                     active = list(self._active)
                 for job in active:
+                    if self._abort is not None:
+                        break  # the drain deadline passed: answer everyone at the top of the loop
                     done = True
                     if job.cancelled.is_set():
                         self.stats["cancelled"] += 1
@@ -252,7 +320,8 @@ class HFEngine:
         job.generated.append(token)
         self.stats["completion_tokens"] += 1
         job.post("token", info)
-        if s.stop and any(stop in self.decode(job.generated) for stop in s.stop):
+        if s.stop and any(stop in self._worker_tokenizer.decode(job.generated, skip_special_tokens=True)
+                          for stop in s.stop):
             job.post("done", "stop")
             return True
         if len(job.generated) >= s.max_tokens:

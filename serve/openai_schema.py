@@ -4,12 +4,30 @@ Validation is explicit rather than pydantic-generated so every rejection carries
 shape and a message that names the parameter::
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": "temperature", "code": null}}
+
+What is refused before any field is read (:func:`parse_json`), with ``param`` naming the top-level
+field: bodies that are not UTF-8, JSON ``NaN``/``Infinity`` and numbers that overflow a float
+(Python's ``json`` would accept both), integers of more than 64 digits, nesting deeper than
+:data:`MAX_DEPTH`, and strings holding lone UTF-16 surrogates (``"\\ud800"``: valid JSON, not encodable text). Sampling values are then checked
+against the range the sampler can honour; temperatures too small to be meaningful are handled as
+vLLM handles them (below 1e-5: greedy; from 1e-5 up to 1e-2: raised to 1e-2).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Deepest JSON nesting a request may have (a chat request with content parts needs 5).
+MAX_DEPTH = 64
+#: vLLM's thresholds (``vllm.sampling_params``): below ``GREEDY_EPS`` a temperature means greedy;
+#: up to ``MIN_TEMPERATURE`` it is raised to ``MIN_TEMPERATURE`` (dividing logits by less overflows).
+GREEDY_EPS = 1e-5
+MIN_TEMPERATURE = 1e-2
+#: ``torch.Generator.manual_seed`` accepts exactly this range.
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
 
 
 class APIError(Exception):
@@ -28,6 +46,62 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class _Unrepresentable:
+    """Stands in, during parsing, for a number no field can hold; :func:`_check_tree` names its field."""
+
+    def __init__(self, text: str):
+        self.text = text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+
+
+def _float(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrepresentable(text)
+
+
+def _int(text: str) -> int | _Unrepresentable:
+    return int(text) if len(text) <= 64 else _Unrepresentable(text)  # 2**64 has 20 digits
+
+
+def _check_tree(body: Any) -> None:
+    """Depth and text checks over the parsed body, iteratively (no recursion on hostile input)."""
+    stack: list[tuple[Any, int, str | None]] = [(body, 1, None)]
+    while stack:
+        node, depth, top = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _bad(f"the request body is nested deeper than {MAX_DEPTH} levels", top)
+        if isinstance(node, _Unrepresentable):
+            raise _bad(f"{node.text} is not a number this server accepts (non-finite, or too large)"
+                       + (f" in '{top}'" if top else ""), top)
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _bad("a string holds an unpaired UTF-16 surrogate (not valid Unicode text)", top) from None
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                where = key if depth == 1 else top
+                stack.append((key, depth + 1, where))
+                stack.append((value, depth + 1, where))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1, top) for item in node)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The request body as JSON, or a 400 naming what is wrong. CPU work: call it off the event loop."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _bad(f"the request body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        body = json.loads(text, parse_constant=_Unrepresentable, parse_float=_float, parse_int=_int)
+    except RecursionError:
+        raise _bad(f"the request body is nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as e:
+        raise _bad(f"the request body is not valid JSON: {e}") from None
+    _check_tree(body)
+    return body
 
 
 def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -85,15 +159,25 @@ def _sampling(body: dict, max_tokens_default: int | None) -> Sampling:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _bad("'seed' must be an integer", "seed")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise _bad(f"'seed' must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]", "seed")
+    include_usage = opts.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise _bad("'stream_options.include_usage' must be a boolean", "stream_options")
+    temperature = float(_num(body, "temperature", 1.0, 0.0, 2.0))
+    if temperature < GREEDY_EPS:
+        temperature = 0.0
+    elif temperature < MIN_TEMPERATURE:
+        temperature = MIN_TEMPERATURE
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return Sampling(
         max_tokens=_num(body, name, max_tokens_default, 0, 1 << 20, integer=True),
-        temperature=float(_num(body, "temperature", 1.0, 0.0, 2.0)),
+        temperature=temperature,
         top_p=float(_num(body, "top_p", 1.0, 0.0, 1.0, lo_open=True)),
         seed=seed,
         stop=_stop(body),
         stream=stream,
-        include_usage=bool(opts.get("include_usage", False)),
+        include_usage=include_usage,
     )
 
 

@@ -5,6 +5,8 @@ import openai
 import pytest
 from openai import OpenAI
 
+from deltainv.kernels import DEFAULT_PRECISION
+
 
 @pytest.fixture
 def client(server):
@@ -19,7 +21,7 @@ def test_banner_models_health_and_deltainv_active(server, tiny_model):
     assert [m["id"] for m in models["data"]] == [tiny_model.name]
     assert httpx.get(server.base + "/health").json() == {"status": "ok"}
     metrics = httpx.get(server.base + "/metrics").text
-    assert 'deltainv_inversion_info{method="mxr_refine",precision="fp32"} 1.0' in metrics
+    assert f'deltainv_inversion_info{{method="mxr_refine",precision="{DEFAULT_PRECISION}"}} 1.0' in metrics
 
 
 def test_completions_text_ids_batch_and_usage(client, tiny_model):
