@@ -11,7 +11,7 @@ from openai import OpenAI
 from deltainv.eval.tasks import loader
 from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
-MODEL = Path(__file__).resolve().parents[3] / "models" / "rwkv7_tiny"
+MODEL = Path(__file__).resolve().parents[2] / "models" / "rwkv7_tiny"
 
 
 @pytest.fixture(scope="module")
