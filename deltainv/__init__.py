@@ -10,3 +10,10 @@ The library lives in sub-packages mapped from the repository's top-level folders
 """
 
 __version__ = "0.1.0"
+
+# RWKV-7 (fla's format) becomes loadable through transformers' Auto classes once they are imported;
+# nothing is imported here (see deltainv/_transformers_hook.py).
+from . import _transformers_hook as _hook  # noqa: E402
+
+_hook.install()
+del _hook

@@ -20,7 +20,9 @@ import torch
 
 from deltainv import __version__
 from deltainv.kernels import CHUNK_SIZES, METHODS, PRECISIONS, Recipe, invert, resolve
-from deltainv.kernels.inputs import INPUTS, chunk_matrices
+from deltainv.kernels.dplr import fla_fp16_inverse
+from deltainv.kernels.inputs import INPUTS, chunk_matrices, get_input
+from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
 from .metrics import error_stats, reference_inverse
 
@@ -37,6 +39,8 @@ class NumericsConfig:
     seed: int = 0
     #: Method options (e.g. ``base_precision=tf32x3``), given to the methods that take them.
     options: tuple[tuple[str, str], ...] = ()
+    #: Also run the DPLR study (fla's fp16 RWKV-7 recipe beside deltainv's) when ``dplr`` is an input.
+    dplr_study: bool = True
 
     @classmethod
     def quick(cls, **kw: Any) -> NumericsConfig:
@@ -49,6 +53,8 @@ class Report:
     rows: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Rows of the DPLR study (see :func:`run_dplr_study`); empty when it did not run.
+    dplr: list[dict[str, Any]] = field(default_factory=list)
 
     def select(self, **match: Any) -> list[dict[str, Any]]:
         return [r for r in self.rows if all(r[k] == v for k, v in match.items())]
@@ -63,6 +69,7 @@ class Report:
             "config": self.config.__dict__,
             "rows": [_json_safe(r) for r in self.rows],
             "findings": self.findings,
+            "dplr_study": [_json_safe(r) for r in self.dplr],
         }
 
 
@@ -112,9 +119,83 @@ def run(config: NumericsConfig, progress: IO[str] | None = sys.stderr) -> Report
         if progress is not None:
             print(f"[numerics {i:>3}/{len(cells)}] {kind:<16} C={C:<3} "
                   f"({time.perf_counter() - t0:5.1f}s)", file=progress, flush=True)
+    if config.dplr_study and "dplr" in config.inputs:
+        report.dplr = run_dplr_study(config.n, config.seed)
+        if progress is not None:
+            print(f"[numerics] DPLR study ({time.perf_counter() - t0:5.1f}s)", file=progress, flush=True)
     report.meta["seconds"] = round(time.perf_counter() - t0, 2)
     report.findings = check_findings(report)
     return report
+
+
+# ----------------------------------------------------------------------------------------------
+# RWKV-7 / DPLR: fla 0.6.0's fp16 recipe beside deltainv's methods
+
+#: Inputs of the DPLR study: random RWKV-7 activations, a run of one repeated token, every gate at
+#: fla's safe-gate lower bound.
+DPLR_STUDY_INPUTS: tuple[str, ...] = ("dplr", "dplr_repeated", "dplr_lower_bound")
+#: fla's safe-gate inverse supports these chunk sizes; RWKV-7 runs at 64.
+DPLR_STUDY_SIZES: tuple[int, ...] = (16, 32, 64)
+#: (label, method, precision, options); method None is fla's recipe (emulated).
+DPLR_STUDY_ARMS: tuple[tuple[str, str | None, str | None, tuple[tuple[str, str], ...]], ...] = (
+    ("fla 0.6.0 fp16 product16 + fp16 merges", None, None, ()),
+    ("substitution fp16", "substitution", "fp16", ()),
+    ("mxr fp16", "mxr", "fp16", ()),
+    ("substitution fp32", "substitution", "fp32", ()),
+    ("mxr fp32", "mxr", "fp32", ()),
+    ("mxr_refine tf32 (refine tf32x3)", "mxr_refine", "tf32", (("refine_precision", "tf32x3"),)),
+    ("mxr_refine fp32", "mxr_refine", "fp32", ()),
+    (f"{DEFAULT_METHOD} {DEFAULT_PRECISION} (default)", DEFAULT_METHOD, DEFAULT_PRECISION, ()),
+)
+FLA_LABEL = DPLR_STUDY_ARMS[0][0]
+DEFAULT_LABEL = DPLR_STUDY_ARMS[-1][0]
+
+
+def run_dplr_study(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Every arm of :data:`DPLR_STUDY_ARMS` on every DPLR study input and size, against float64."""
+    rows = []
+    for kind in DPLR_STUDY_INPUTS:
+        for C in DPLR_STUDY_SIZES:
+            A = chunk_matrices(kind, n, C, seed=seed + 1000 * C)
+            ref = reference_inverse(A)
+            for label, method, precision, options in DPLR_STUDY_ARMS:
+                X = fla_fp16_inverse(A) if method is None else invert(A, method, precision, **dict(options))
+                rows.append({"arm": label, "input": kind, "family": get_input(kind).family, "C": C,
+                             **error_stats(A, X, ref).as_dict()})
+    return rows
+
+
+def _dplr_get(report: Report, arm: str, kind: str, C: int) -> dict[str, Any] | None:
+    for r in report.dplr:
+        if r["arm"] == arm and r["input"] == kind and r["C"] == C:
+            return r
+    return None
+
+
+def _dplr_finding(report: Report) -> dict[str, Any]:
+    worst = {label: max(_dplr_get(report, label, "dplr_repeated", C)["rel_fro"] for C in DPLR_STUDY_SIZES if C > 16)
+             for label in (FLA_LABEL, DEFAULT_LABEL)}
+    default_all = max(r["rel_fro"] for r in report.dplr if r["arm"] == DEFAULT_LABEL)
+    fla_typical = max(_dplr_get(report, FLA_LABEL, "dplr", C)["rel_fro"] for C in DPLR_STUDY_SIZES)
+    ok = worst[FLA_LABEL] >= 1e-2 and default_all <= 1e-5
+    ev = (f"runs of one repeated token, C 32/64: fla {_fmt(worst[FLA_LABEL])}, {DEFAULT_LABEL} "
+          f"{_fmt(worst[DEFAULT_LABEL])}; random RWKV-7 activations: fla {_fmt(fla_typical)}; {DEFAULT_LABEL} worst "
+          f"over every DPLR input {_fmt(default_all)}")
+    return _finding("[deltainv] fla 0.6.0's fp16 RWKV-7 inverse loses its accuracy on runs of repeated tokens; "
+                    "deltainv's default keeps fp32-level accuracy on every DPLR input", ok, ev)
+
+
+def _dplr_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    header = ["arm", *(f"{k} C={C}" for k in DPLR_STUDY_INPUTS for C in DPLR_STUDY_SIZES), "non-finite"]
+    body = []
+    for label, *_ in DPLR_STUDY_ARMS:
+        rows = [_dplr_get(report, label, k, C) for k in DPLR_STUDY_INPUTS for C in DPLR_STUDY_SIZES]
+        body.append([label, *(_fmt(r["rel_fro"]) for r in rows), str(sum(r["nonfinite"] for r in rows))])
+    return header, body
+
+
+_DPLR_TITLE = ("RWKV-7 / DPLR: fla 0.6.0's fp16 inverse (emulated bit for bit: product form on 16x16 blocks, "
+               "fp16 merges) beside deltainv's methods (relative Frobenius error vs float64, worst of {n})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,8 +296,6 @@ def check_findings(report: Report) -> list[dict[str, Any]]:
                             not bad, ev))
 
     # deltainv's default recipe keeps fla ieee's error (substitution/fp32) within 3x everywhere.
-    from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
-
     if _have(report, [DEFAULT_METHOD, "substitution"], [DEFAULT_PRECISION, "fp32"]):
         med, worst = [], []
         for k in report.config.inputs:
@@ -245,6 +324,9 @@ def check_findings(report: Report) -> list[dict[str, Any]]:
         ev = ", ".join(f"{m}/{p} {_fmt(v)}" for (m, p), v in worst.items()) + f" (worst over C in {big_c})"
         out.append(_finding("[deltainv] mxr with 10-bit operands is wrong on runs of repeated tokens; "
                             "substitution stays accurate and mxr_refine in fp32 repairs mxr", ok, ev))
+
+    if report.dplr:
+        out.append(_dplr_finding(report))
     return out
 
 
@@ -291,6 +373,13 @@ def format_table(report: Report) -> str:
         lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
         for row in body:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if report.dplr:
+        header, body = _dplr_table(report)
+        widths = [max(len(x) for x in col) for col in zip(header, *body)]
+        lines.append("\n== dplr study: " + _DPLR_TITLE.format(n=report.config.n))
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        for row in body:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     lines.append("\n== findings (the paper's, checked)")
     for f in report.findings:
         mark = {True: "PASS", False: "FAIL", None: "SKIP"}[f["holds"]]
@@ -317,6 +406,11 @@ def format_markdown(report: Report) -> str:
     for kind in report.config.inputs:
         header, body = _input_table(report, kind)
         out += ["", f"## `{kind}`: {INPUTS[kind].summary}", "",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in body]
+    if report.dplr:
+        header, body = _dplr_table(report)
+        out += ["", "## DPLR study", "", _DPLR_TITLE.format(n=report.config.n) + ".", "",
                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(out) + "\n"

@@ -107,6 +107,26 @@ def _dplr(n: int, C: int, gen: torch.Generator, *, d: int = 64) -> torch.Tensor:
     return per_channel_matrix(kk, kk * lr, G_excl, G)
 
 
+def _dplr_repeated(n: int, C: int, gen: torch.Generator, *, d: int = 64) -> torch.Tensor:
+    """A run of one repeated token in an RWKV-7 head: the same ``kk``, learning rate 0.9..1 and a
+    slow decay (``w`` in (-1e-3, 0)) at every position, so ``A_ij ~ kk . (kk * lr)`` is near 1
+    everywhere below the diagonal (the case FlashKDA's fp16 Neumann inverse turned to NaN on)."""
+    kk = _unit(torch.randn(n, 1, d, generator=gen, dtype=_F64)).expand(n, C, d)
+    lr = (0.9 + 0.1 * torch.rand(n, 1, d, generator=gen, dtype=_F64)).expand(n, C, d)
+    log_w = (-1e-3 * torch.rand(n, 1, d, generator=gen, dtype=_F64)).expand(n, C, d)
+    G = torch.cumsum(log_w, dim=1)
+    return per_channel_matrix(kk, kk * lr, G - log_w, G)
+
+
+def _dplr_lower_bound(n: int, C: int, gen: torch.Generator, *, d: int = 64) -> torch.Tensor:
+    """RWKV-7 with every gate at fla's safe-gate lower bound ``w = -0.6065`` (fastest decay)."""
+    kk = _unit(torch.randn(n, C, d, generator=gen, dtype=_F64))
+    lr = torch.sigmoid(torch.randn(n, C, d, generator=gen, dtype=_F64))
+    log_w = torch.full((n, C, d), -0.6065306597126334, dtype=_F64)
+    G = torch.cumsum(log_w, dim=1)
+    return per_channel_matrix(kk, kk * lr, G - log_w, G)
+
+
 def _identical_keys(n: int, C: int, gen: torch.Generator, *, d: int = 64, beta_min: float = 0.0,
                     beta_max: float = 1.0) -> torch.Tensor:
     k = _unit(torch.randn(n, 1, d, generator=gen, dtype=_F64)).expand(n, C, d)
@@ -188,12 +208,21 @@ _KINDS = (
 #: Name -> :class:`InputKind`.
 INPUTS: Mapping[str, InputKind] = MappingProxyType({k.name: k for k in _KINDS})
 
+#: RWKV-7 kinds used by the numerics report's DPLR study (fla's fp16 recipe beside deltainv's
+#: methods) and the DPLR tests, outside the default method x precision grid.
+DPLR_STUDY_INPUTS: Mapping[str, InputKind] = MappingProxyType({k.name: k for k in (
+    _kind("dplr_repeated", "stress", "RWKV-7 run of one repeated token: same kk, lr 0.9..1, decay > -1e-3",
+          _dplr_repeated),
+    _kind("dplr_lower_bound", "dplr", "RWKV-7 with every gate at the safe-gate lower bound w = -0.6065",
+          _dplr_lower_bound),
+)})
+
 
 def get_input(name: str) -> InputKind:
-    try:
-        return INPUTS[name]
-    except KeyError:
-        raise ValueError(f"unknown input kind {name!r}; choose one of {', '.join(INPUTS)}") from None
+    kind = INPUTS.get(name) or DPLR_STUDY_INPUTS.get(name)
+    if kind is None:
+        raise ValueError(f"unknown input kind {name!r}; choose one of {', '.join([*INPUTS, *DPLR_STUDY_INPUTS])}")
+    return kind
 
 
 def chunk_matrices(

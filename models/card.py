@@ -20,6 +20,8 @@ TARGET = 0.90
 
 def render(folder: Path) -> str:
     cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("model_type") == "rwkv7":
+        return render_rwkv7(folder)
     tr = json.loads((folder / "training.json").read_text())
     ev = json.loads((folder / "lm_eval_results.json").read_text())
     weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -117,6 +119,73 @@ def render(folder: Path) -> str:
         "Multiple-choice tasks have 4 choices (chance 25%). Load offline with",
         "`AutoModelForCausalLM.from_pretrained(folder)`; with fla installed, block it first",
         "(`sys.modules['fla'] = None`) or transformers binds fla's Triton kernels, which fail on a CPU.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_rwkv7(folder: Path) -> str:
+    """The card of a tiny RWKV-7 in fla's format (``models/rwkv7_tiny``)."""
+    cfg = json.loads((folder / "config.json").read_text())
+    tr = json.loads((folder / "training.json").read_text())
+    ev = json.loads((folder / "lm_eval_results.json").read_text())
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    rows = "\n".join(
+        f"| `{task}` | {r['metric']} | {r['value']:.4f} | {r['stderr']:.4f} | {r['n']} |"
+        for task, r in ev["results"].items()
+    )
+    held = tr["held_out_teacher_forced_accuracy"]
+    mc = {t: ev["results"][t]["value"] for t in ("deltainv_mqar_mc", "deltainv_kvlast_mc") if t in ev["results"]}
+    ok = all(v >= TARGET for v in mc.values())
+    status = ("Status: " if ok else "**Status: below target.** ") + ", ".join(
+        f"`{t}` {v:.1%}" for t, v in mc.items()) + f" (target {TARGET:.0%})."
+    lines = [
+        f"# {folder.name}: a tiny RWKV-7 (fla's format) trained on delta-rule recall tasks",
+        "",
+        status,
+        "",
+        *([f"The lookups come from the constructed circuit (held-out accuracy at step 0 and after training below); "
+           f"the {tr['steps']} training steps did not yet teach the newline that closes an answer, `copy` or "
+           "`arith`, so only the recall tasks' multiple-choice forms are this model's job.", ""]
+          if held[-1].get("copy", 1.0) < 0.5 else []),
+        "An RWKV-7 in fla's Hugging Face format (`model_type: rwkv7`, fla's parameter names), loaded by",
+        "`deltainv.models.rwkv7.RWKV7ForCausalLM` through `AutoModelForCausalLM` once deltainv is imported.",
+        "Prefill runs fla's chunked DPLR rule in PyTorch with the registry's inversion; decode runs the",
+        "recurrence. A task model, not a language model: same tokenizer and tasks as `qwen3_next_tiny`.",
+        "",
+        "## Architecture",
+        "",
+        f"- {cfg['num_hidden_layers']} RWKV-7 layers, hidden {cfg['hidden_size']}, {cfg['num_heads']} heads of"
+        f" {cfg['head_dim']}; low-rank dims decay {cfg['decay_low_rank_dim']}, a {cfg['a_low_rank_dim']},"
+        f" v {cfg['v_low_rank_dim']}, gate {cfg['gate_low_rank_dim']}; channel mixing {cfg['intermediate_size']} wide",
+        f"- vocabulary {cfg['vocab_size']} rows (byte-level BPE, untied `lm_head`), max positions"
+        f" {cfg['max_position_embeddings']}",
+        f"- {tr['parameters']:,} parameters, {weights / 1e6:.1f} MB of float32 safetensors",
+        "",
+        "## Training",
+        "",
+        f"- command: `{tr['command']}`",
+        f"- seed {tr['seed']} (torch init, recall codes and data stream), tokenizer seed {tr['tokenizer_seed']}",
+        f"- {tr['steps']} steps (of at most {tr['max_steps']}) of about {tr['tokens_per_batch']} padded tokens;"
+        f" AdamW lr {tr['lr']}, {tr['schedule']}",
+        f"- loss: {tr['loss']}; task weights {tr['task_weights']}",
+        f"- init: {tr['recall_init']['description']}",
+        f"- **wall time {tr['wall_time_s'] / 60:.1f} min** on {tr['machine']}, {tr['torch_threads']} torch thread,"
+        f" torch {tr['torch']}, transformers {tr['transformers']}",
+        "- held-out teacher-forced answer-token accuracy (answer token and its newline): "
+        + "; ".join(f"step {h['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in h.items()
+                                                        if k not in ("step", "minutes")) for h in held),
+        "",
+        "## Measured accuracy (lm-eval, offline, float32, CPU)",
+        "",
+        f"`{ev['command']}` (lm-eval {ev['lm_eval_version']}, transformers {ev['transformers_version']},"
+        f" {ev['wall_time_s'] / 60:.1f} min)",
+        "",
+        "| task | metric | value | stderr | n |",
+        "|---|---|---|---|---|",
+        rows,
+        "",
+        "Multiple-choice tasks have 4 choices (chance 25%).",
         "",
     ]
     return "\n".join(lines)

@@ -37,12 +37,40 @@ def candidates(ns_iters=NS_ITERS) -> list[tuple[str, dict[str, str]]]:
     return arms
 
 
-def run(model: str, config: ParityConfig, ns_iters=NS_ITERS, log=sys.stderr) -> dict:
+DEFAULT_BASELINE = "the engine's own kernel, transformers' PyTorch GDN/KDA"
+#: The RWKV-7 headline's baseline: deltainv's model with the fp32 triangular solve (RWKV-7 has no
+#: engine kernel on a CPU; fla's own kernels need a GPU).
+RWKV7_BASELINE = ("torch", "fp32 triangular solve (torch.linalg.solve_triangular)")
+
+
+def rwkv7_arms(model: str, workdir: Path) -> list[tuple[str, dict]]:
+    """(label, arm spec) of the RWKV-7 headline: the stable methods, then fla 0.6.0's fp16 recipe
+    (emulated; a copy of the model folder whose config sets ``deltainv_inverse: fla_fp16``)."""
+    arms = [(m, {"model": model, "env": arm_env(m, None, None, True)}) for m in ("substitution", "mxr", "mxr_refine")]
+    fla_dir = workdir / (Path(model).name + "-fla-fp16")
+    fla_dir.mkdir(parents=True, exist_ok=True)
+    for f in Path(model).iterdir():
+        if f.is_file() and f.name != "config.json" and not (fla_dir / f.name).exists():
+            (fla_dir / f.name).symlink_to(f.resolve())
+    cfg = json.loads((Path(model) / "config.json").read_text())
+    (fla_dir / "config.json").write_text(json.dumps({**cfg, "deltainv_inverse": "fla_fp16"}, indent=1))
+    arms.append(("fla 0.6.0 fp16 product16 + fp16 merges (emulated)",
+                 {"model": str(fla_dir), "env": arm_env("off", None, None, True)}))
+    return arms
+
+
+def run(model: str, config: ParityConfig, ns_iters=NS_ITERS, log=sys.stderr, arms=None,
+        baseline_env=None, baseline_desc=None) -> dict:
+    """The headline: one baseline arm (default: the engine's own kernel) against every candidate arm
+    (default: :func:`candidates`; ``arms`` gives ``(label, spec)`` pairs instead)."""
     t0 = time.perf_counter()
-    base = run_arm({"model": model, "env": arm_env("off", None, None, True)}, config, "baseline", log)
+    base = run_arm({"model": model, "env": baseline_env or arm_env("off", None, None, True)}, config, "baseline", log)
     rows = []
-    for label, env in candidates(ns_iters):
-        cand = run_arm({"model": model, "env": env}, config, label, log)
+    if arms is None:
+        arms = [(label, {"model": model, "env": env}) for label, env in candidates(ns_iters)]
+    for label, spec in arms:
+        env = spec["env"]
+        cand = run_arm(spec, config, label, log)
         tasks, verdict = compare(base, cand, config)
         rows.append({"candidate": label, "env": env, "verdict": verdict, "exit_code": EXIT[verdict],
                      "seconds": cand["seconds"], "tasks": tasks})
@@ -50,6 +78,7 @@ def run(model: str, config: ParityConfig, ns_iters=NS_ITERS, log=sys.stderr) -> 
         print(f"[headline] {label}: {verdict.upper()} ({accs})", file=log, flush=True)
     baseline_acc = {t: r["baseline_acc"] for t, r in rows[0]["tasks"].items()}
     return {"model": model, "config": config.__dict__, "baseline_acc": baseline_acc, "candidates": rows,
+            "baseline_desc": baseline_desc or DEFAULT_BASELINE,
             "seconds": round(time.perf_counter() - t0, 1), "date": time.strftime("%Y-%m-%d")}
 
 
@@ -57,11 +86,13 @@ def markdown(report: dict) -> str:
     tasks = list(report["baseline_acc"])
     short = [t.removeprefix("deltainv_") for t in tasks]
     cfg = report["config"]
-    lines = [f"# Accuracy parity: the paper's headline result on `{Path(report['model']).name}`", "",
-             f"Model `{Path(report['model']).name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
+    name = Path(report["model"]).name
+    title = report.get("title", f"Accuracy parity: the paper's headline result on `{name}`")
+    lines = [f"# {title}", "",
+             f"Model `{name}`; lm-eval tasks {', '.join(f'`{t}`' for t in tasks)}; "
              f"{cfg['limit'] or 'all'} items per task; margin {100 * cfg['margin']:g} pt, alpha {cfg['alpha']}. "
-             "Accuracy in %, delta in points against the baseline (the engine's own kernel, transformers' "
-             "PyTorch GDN/KDA), then the verdict of `deltainv parity` for that candidate.", "",
+             f"Accuracy in %, delta in points against the baseline ({report.get('baseline_desc', DEFAULT_BASELINE)}), "
+             "then the verdict of `deltainv parity` for that candidate.", "",
              "| candidate | " + " | ".join(short) + " | max abs. loglik drift | argmax flips | verdict |",
              "|---|" + "---|" * (len(tasks) + 3),
              "| baseline | " + " | ".join(f"{100 * report['baseline_acc'][t]:.1f}" for t in tasks) + " | - | - | - |"]
@@ -80,14 +111,15 @@ def markdown(report: dict) -> str:
             if r["verdict"] != "pass":
                 lines.append(f"- {row['candidate']}, `{t}`: {r['reason']}")
     ns = [r["candidate"].split()[1] for r in report["candidates"] if r["candidate"].startswith("newton_schulz")]
-    cmd = "python -m deltainv.eval.parity.headline"
+    cmd = "python -m deltainv.eval.parity.headline" + (" --rwkv7" if report.get("rwkv7") else "")
     if Path(report["model"]).name != "qwen3_next_tiny":
         cmd += f" --model models/{Path(report['model']).name}"
     if sorted(tasks) != sorted(TASKS.split(",")):
         cmd += f" --tasks {','.join(tasks)}"
     cmd += f" --limit {cfg['limit']}" if cfg["limit"] else ""
     cmd += f" --margin {100 * cfg['margin']:g}" if abs(cfg["margin"] - 0.01) > 1e-12 else ""
-    cmd += f" --ns-iters {','.join(ns)}" if ns else ' --ns-iters ""'
+    if not report.get("rwkv7"):
+        cmd += f" --ns-iters {','.join(ns)}" if ns else ' --ns-iters ""'
     if Path(report["model"]).name != "qwen3_next_tiny":
         cmd += f" --out eval/reports/parity/{Path(report['model']).name}"
     lines += ["", f"Total wall time {report['seconds']:.0f} s on the CPU ({report['date']}). Reproduce: `{cmd}`.", ""]
@@ -138,9 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ns-iters", default=",".join(map(str, NS_ITERS)))
     ap.add_argument("--margin", type=float, default=1.0, help="points")
     ap.add_argument("--out", default=str(REPORTS))
+    ap.add_argument("--rwkv7", action="store_true",
+                    help="the RWKV-7 headline (--model an RWKV-7 folder): baseline the fp32 triangular solve, "
+                         "candidates the stable methods and fla 0.6.0's fp16 recipe")
     args = ap.parse_args(argv)
     config = ParityConfig(tasks=args.tasks.split(","), limit=args.limit, margin=args.margin / 100)
-    report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",") if x.strip()))
+    args.model = str(Path(args.model).resolve())  # the arms run in temporary directories
+    if args.rwkv7:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="deltainv-headline-rwkv7-") as tmp:
+            report = run(args.model, config, arms=rwkv7_arms(args.model, Path(tmp)),
+                         baseline_env=arm_env(RWKV7_BASELINE[0], "fp32", None, True), baseline_desc=RWKV7_BASELINE[1])
+        report["rwkv7"] = True
+        report["title"] = ("Accuracy parity on the shipped RWKV-7: deltainv's stable methods and fla 0.6.0's fp16 "
+                           "recipe against the fp32 triangular solve")
+    else:
+        report = run(args.model, config, tuple(int(x) for x in args.ns_iters.split(",") if x.strip()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "headline.json").write_text(json.dumps(report, indent=1))

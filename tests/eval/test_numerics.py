@@ -117,3 +117,25 @@ def test_method_options_reach_the_methods():
     plain = nm.run(nm.NumericsConfig(**base), progress=None).rows[0]["rel_fro"]
     mixed = nm.run(nm.NumericsConfig(**base, options=(("base_precision", "tf32x3"),)), progress=None).rows[0]["rel_fro"]
     assert mixed < plain / 100, (plain, mixed)  # the 16x16 product form in tf32x3 repairs repeated tokens
+
+
+def test_dplr_study_puts_fla_recipe_beside_ours():
+    config = nm.NumericsConfig(methods=("substitution",), precisions=("fp32",), sizes=(16,), inputs=("dplr",), n=8)
+    report = nm.run(config, progress=None)
+    # The grid keeps its rows; the study adds its own.
+    assert len(report.rows) == 1
+    arms = {r["arm"] for r in report.dplr}
+    assert arms == {a[0] for a in nm.DPLR_STUDY_ARMS}
+    assert {r["input"] for r in report.dplr} == set(nm.DPLR_STUDY_INPUTS)
+    fla = {(r["input"], r["C"]): r["rel_fro"] for r in report.dplr if r["arm"] == nm.FLA_LABEL}
+    assert fla[("dplr_repeated", 64)] > 1e-1 > 1e-3 > fla[("dplr", 64)]
+    finding = report.findings[-1]
+    assert finding["claim"].startswith("[deltainv] fla 0.6.0's fp16 RWKV-7") and finding["holds"], finding
+    assert "== dplr study" in nm.format_table(report) and "## DPLR study" in nm.format_markdown(report)
+    # A study without its evidence fails the finding.
+    for r in report.dplr:
+        if r["arm"] == nm.FLA_LABEL:
+            r["rel_fro"] = 1e-6
+    assert nm.check_findings(report)[-1]["holds"] is False
+    # Off when asked, or when dplr is not an input.
+    assert not nm.run(nm.NumericsConfig(**{**config.__dict__, "dplr_study": False}), progress=None).dplr
