@@ -261,7 +261,8 @@ class Settings:
         method = None if method.lower() == "off" else method
         return cls(
             method=method,
-            precision=_choice(env, "DELTAINV_PRECISION"),
+            precision=(_choice(env, "DELTAINV_PRECISION") if env.get("DELTAINV_PRECISION", "").strip() or method is None
+                       else resolve(method).precision),  # unset: the default, or the method's own (torch: fp32)
             options=_options(env, method),
             backend=_choice(env, "DELTAINV_BACKEND"),
             targets=_targets(env),

@@ -91,6 +91,9 @@ def test_recipes_that_cannot_converge_are_refused_before_any_engine_sees_them():
     with pytest.raises(SettingsError, match="iters=5"):
         Settings(method="newton_schulz", options=(("iters", 5),))  # built directly: same check
     assert Settings.from_env({"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=12"}).active
+    # an unset precision is the default, or the method's own where it takes only others
+    assert Settings.from_env({"DELTAINV_METHOD": "torch"}).precision == "fp32"
+    assert Settings.from_env({"DELTAINV_METHOD": "substitution"}).precision == "tf32x3"
     # an explicit opt-in (accuracy studies, the parity gate's arms) accepts it and says why it is inaccurate
     study = Settings.from_env({"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=3",
                                "DELTAINV_ALLOW_INACCURATE": "1"})
