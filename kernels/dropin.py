@@ -151,12 +151,12 @@ def kda_fwd_intra(
     """
     if contract not in KDA_INTRA_PARAMS:
         raise ValueError(f"unknown KDA intra contract {contract!r}; choose one of {', '.join(KDA_INTRA_PARAMS)}")
-    name, precision, opts = _checked(method, precision, options)
+    recipe = resolve(method, precision, **options)
     from .kda.pytorch import chunk_kda_fwd_intra as _intra
 
     def run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, with_qg=False):
         return _intra(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, gate_log2=True,
-                      with_qg=with_qg, method=name, precision=precision, wu_precision=wu_precision, **opts)
+                      with_qg=with_qg, method=recipe, wu_precision=wu_precision)
 
     if contract == "fla":
         def chunk_kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
@@ -174,8 +174,7 @@ def kda_fwd_intra(
             *_, Aqk, Akk = run(q, k, None, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices)
             return Aqk, Akk
 
-    chunk_kda_fwd_intra.deltainv = {"method": name, "precision": precision, "backend": "torch",
-                                    "contract": contract, "wu_precision": wu_precision, **opts}
+    chunk_kda_fwd_intra.deltainv = _info(recipe, "torch", contract=contract, wu_precision=wu_precision)
     return chunk_kda_fwd_intra
 
 
