@@ -67,7 +67,9 @@ def test_deltainv_ran_its_own_code_for_every_model(results):
         assert counters["calls"] >= 1 and counters.get("original_calls", 0) == 0
         assert counters["guard_checked"] == counters["calls"]
     assert status["guard_fallbacks"] == 0
-    assert "running deltainv (method=mxr_refine precision=fp32" in results["deltainv"]["stderr"]
+    from deltainv.kernels.registry import DEFAULT_PRECISION  # DELTAINV_PRECISION unset: the default
+
+    assert f"running deltainv (method=mxr_refine precision={DEFAULT_PRECISION}" in results["deltainv"]["stderr"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
