@@ -50,7 +50,8 @@ def describe(params: dict) -> str:
             "attention o_proj, MoE down_proj and other GDN out_proj zero").format(**params)
 
 
-def _single_token(tok, word: str) -> int:
+def single_token(tok, word: str) -> int:
+    """The id of ``word``, which must be one token of the shared tokenizer."""
     ids = tok.encode(word).ids
     if len(ids) != 1:
         raise ValueError(f"{word!r} is not one token: {ids}")
@@ -74,8 +75,8 @@ def apply(model, tok, gen: torch.Generator, **overrides) -> dict:
     halves = [list(range(2, 65)), list(range(65, D))]
     V = model.model.embed_tokens.weight.shape[0]
 
-    key_ids = [_single_token(tok, " " + k) for k in synthetic.KEYS]
-    val_ids = [_single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
+    key_ids = [single_token(tok, " " + k) for k in synthetic.KEYS]
+    val_ids = [single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
     E = torch.randn(V, D, generator=gen) * p["other_code_std"]
     E[:, BIAS] = 1.0
     E[:, FLAG] = 0.0
@@ -149,8 +150,8 @@ def _codes(model, tok, gen: torch.Generator, p: dict) -> tuple[torch.Tensor, lis
     """The embedding table of the construction (see the module docstring) and the value token ids."""
     D = model.config.hidden_size
     V = model.model.embed_tokens.weight.shape[0]
-    key_ids = [_single_token(tok, " " + k) for k in synthetic.KEYS]
-    val_ids = [_single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
+    key_ids = [single_token(tok, " " + k) for k in synthetic.KEYS]
+    val_ids = [single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
     E = torch.randn(V, D, generator=gen) * p["other_code_std"]
     E[:, 0] = 1.0
     E[:, 1] = 0.0

@@ -34,6 +34,7 @@ import math
 import torch
 
 from deltainv.eval.tasks import synthetic
+from deltainv.models.recall_init import single_token
 
 #: Parameters of the construction, recorded in ``training.json``.
 DEFAULTS = dict(layer=0, beta_logit=6.0, out_scale=3.0, decay_bias=-20.0, other_code_std=0.3)
@@ -45,13 +46,6 @@ def describe(params: dict) -> str:
             "sigmoid(+-{beta_logit}) on value/other tokens, k_a = 1, w_lora bias {decay_bias} (no decay), random "
             "Gaussian key/value codes in dims 2..127 (2 heads on the two halves), o_proj x {out_scale}, "
             "lm_head rows = value codes; other o_proj and every ffn.value zero").format(**params)
-
-
-def _single_token(tok, word: str) -> int:
-    ids = tok.encode(word).ids
-    if len(ids) != 1:
-        raise ValueError(f"{word!r} is not one token: {ids}")
-    return ids[0]
 
 
 @torch.no_grad()
@@ -66,8 +60,8 @@ def apply(model, tok, gen: torch.Generator, **overrides) -> dict:
     halves = [list(range(2, 65)), list(range(65, D))]
     V = model.model.embeddings.weight.shape[0]
 
-    key_ids = [_single_token(tok, " " + k) for k in synthetic.KEYS]
-    val_ids = [_single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
+    key_ids = [single_token(tok, " " + k) for k in synthetic.KEYS]
+    val_ids = [single_token(tok, " " + v) for v in synthetic.VALUES + synthetic.DIGITS]
     E = torch.randn(V, D, generator=gen) * p["other_code_std"]
     E[:, BIAS] = 1.0
     E[:, FLAG] = 0.0

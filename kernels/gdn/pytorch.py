@@ -44,11 +44,6 @@ from ..registry import Recipe, resolve
 from ..tril.invert import invert
 
 
-def _check_gdn_inputs(k, v, beta, g):
-    """``check_inputs`` with a per-head gate; kept for :mod:`deltainv.kernels.gdn.triton`."""
-    return check_inputs(k, v, beta, g)
-
-
 def chunk_local_cumsum(
     g: torch.Tensor,
     chunk_size: int,

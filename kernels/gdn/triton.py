@@ -22,7 +22,7 @@ from ..triton_tiles import dot, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
-from .pytorch import DEFAULT_WU_PRECISION, _check_gdn_inputs
+from ..chunking import DEFAULT_WU_PRECISION, check_inputs
 
 
 @triton.jit
@@ -204,7 +204,7 @@ def chunk_gated_delta_rule_fwd_intra(
     recipe = recipe if recipe is not None else resolve(method, precision, **options)
     if recipe.name not in TRITON_METHODS:
         raise ValueError(f"method {recipe.name!r} has no fused Triton GDN kernel (have: {', '.join(TRITON_METHODS)})")
-    H, HV = _check_gdn_inputs(k, v, beta, g)
+    H, HV = check_inputs(k, v, beta, g)
     B, T, _, K = k.shape
     V = v.shape[-1]
     BT = check_chunk_size(chunk_size)
