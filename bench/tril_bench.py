@@ -209,6 +209,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
     """``pins``: extra ``(NC, warps)`` configs each of our recipes is also timed with (``impl @NC..``)."""
     import torch
 
+    from deltainv.kernels.tril.triton import solve_tril as triton_solve_tril
     from deltainv.kernels.tril.triton import solve_tril_kernel
 
     ours = TRIL_OURS if ours is None else ours
@@ -272,8 +273,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
                 # every element written: the same call into a NaN-poisoned output
                 out = torch.full(A.shape, float("nan"), dtype=torch.float32, device=A.device)
                 kw = dict(next(k for n, k in ours if name.startswith(f"deltainv {n}")))
-                solve_tril_impl = __import__("deltainv.kernels.tril.triton", fromlist=["solve_tril"]).solve_tril
-                solve_tril_impl(A, cu, ci, torch.float32, out=out, **kw)
+                triton_solve_tril(A, cu, ci, torch.float32, out=out, **kw)
                 extra["poison_ok"] = bool(torch.isfinite(out).all())
                 extra["config"] = ran_config(solve_tril_kernel)
             gbps = nbytes / (ms * 1e-3) / 1e9
