@@ -45,6 +45,10 @@ def flash_qla(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("FLA_FLASH_QLA", raising=False)
     import fla.ops.gated_delta_rule.chunk as chunk  # imports fla's GDN backends (the dispatch loads them)
+    from fla.utils import find_spec_cached
+
+    # fla caches find_spec per process: an earlier fla call in this process saw no flash_qla.
+    find_spec_cached.cache_clear()
     backend_module = sys.modules["fla.ops.gated_delta_rule.backends.flash_qla"]
     monkeypatch.setattr(backend_module, "IS_NVIDIA_HOPPER", True)
     import flash_qla
@@ -58,6 +62,7 @@ def flash_qla(tmp_path, monkeypatch):
     assert backend_module.FlashQLABackend.chunk_gated_delta_rule_verifier is verifier
     assert chunk.chunk_gated_delta_rule_fwd_intra is intra
     sys.modules.pop("flash_qla", None)
+    find_spec_cached.cache_clear()  # later tests must not see the stand-in
 
 
 def _inputs(seed: int, T: int = 80, H: int = 1, K: int = 128):
