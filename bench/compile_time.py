@@ -65,15 +65,19 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
+    """The default recipe's configs (for ``gdn_intra``, with the default W/U precision too)."""
+    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    return c.method == DEFAULT_METHOD and c.precisions.startswith(f"{p}:{p}:{p}")
+    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel == "gdn_intra" else "")
+    return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
     use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
+    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
@@ -88,8 +92,11 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
             if kernel == "gdn_intra" and bt > MAX_CHUNK:
                 continue
             for m in methods:
-                prec = gpu_recipes()[m] + (":bf16" if kernel == "gdn_intra" else "")
-                out += [Config(kernel, m, bt, nc, w, prec) for nc, w in method_configs(m, bt)]
+                precs = [gpu_recipes()[m]]
+                if kernel == "gdn_intra":  # W/U in bf16 (fla's products); the default's also at the default W/U
+                    wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
+                    precs = [f"{precs[0]}:{wu}" for wu in wus]
+                out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 
 

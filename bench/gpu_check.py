@@ -155,23 +155,25 @@ def main(argv: list[str] | None = None) -> int:
             report.step(part, points=len(points))
         return done
 
-    from deltainv.kernels.tril.triton import CONFIGS
+    from deltainv.kernels.tril.triton import method_configs
 
     if args.toy:
         tril = {"B1 T96 H2 BT32": (1, 96, 2, 32, 0), "B1 T150 H2 BT64 varlen3": (1, 150, 2, 64, 3)}
         g_tril, g_intra, g_fwd = tril, *tril_bench.grids(True)[1:]
-        pins = CONFIGS[64][:1]
+        def pins(method):
+            return method_configs(method, 64)[:1]
     else:
         g_tril = {f"paper B32 H4 T{T} BT{bt}": (32, T, 4, bt, 0) for bt in (32, 64, 128) for T in (4096, 16384)}
         _, g_intra, g_fwd = tril_bench.grids(False)
         g_intra = {k: v for k, v in g_intra.items() if "T32768" not in k}
         g_fwd = {k: v for k, v in g_fwd.items() if "T32768" not in k and "varlen" not in k}
-        pins = CONFIGS[64]
+        def pins(method):
+            return method_configs(method, 64)
     if "solve_tril" not in skip:
         log("step solve_tril")
         for shape, point in g_tril.items():
             tril_bench.bench_solve_tril({shape: point}, device, bench, copy_gbps, points, log,
-                                        checkpoint("solve_tril"), pins=pins if point[3] == 64 else ())
+                                        checkpoint("solve_tril"), pins=pins if point[3] == 64 else (lambda m: ()))
     if "intra" not in skip:
         log("step intra")
         tril_bench.bench_intra(g_intra, device, bench, copy_gbps, points, log, checkpoint("intra"))

@@ -205,8 +205,9 @@ def ran_config(kernel) -> str:
 
 
 def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, done=lambda: None,
-                     pick=re.compile(""), ours=None, pins=()):
-    """``pins``: extra ``(NC, warps)`` configs each of our recipes is also timed with (``impl @NC..``)."""
+                     pick=re.compile(""), ours=None, pins=lambda method: ()):
+    """``pins(method)``: extra ``(NC, warps)`` configs each of our recipes is also timed with
+    (``impl @NC..``); configs are per method (``kernels.tril.triton.method_configs``)."""
     import torch
 
     from deltainv.kernels.tril.triton import solve_tril as triton_solve_tril
@@ -243,7 +244,7 @@ def bench_solve_tril(grid, device, bench, copy_gbps, points: list[Point], log, d
                 continue
             impls[f"deltainv {name}"] = (lambda kw=kw: solve_tril(A, cu, ci, out_dtype, backend="triton", **kw),
                                          lambda kw=kw: solve_tril(A, cu, ci, torch.float32, backend="triton", **kw))
-            for nc, w in pins:
+            for nc, w in pins(kw["method"]):
                 def pin_call(dtype, kw=kw, nc=nc, w=w):
                     with pinned(solve_tril_kernel, nc, w):
                         return solve_tril(A, cu, ci, dtype, backend="triton", **kw)

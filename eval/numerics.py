@@ -24,6 +24,7 @@ from deltainv.kernels.dplr import fla_fp16_inverse
 from deltainv.kernels.inputs import INPUTS, chunk_matrices, get_input
 from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
+from . import gdn_step
 from .metrics import error_stats, reference_inverse
 
 
@@ -41,6 +42,9 @@ class NumericsConfig:
     options: tuple[tuple[str, str], ...] = ()
     #: Also run the DPLR study (fla's fp16 RWKV-7 recipe beside deltainv's) when ``dplr`` is an input.
     dplr_study: bool = True
+    #: Also run the GDN step study (:mod:`deltainv.eval.gdn_step`: W, U and o for fla's recipe and
+    #: deltainv.s) when ``gdn`` is an input; ``max(1, n // 64)`` sequences per input.
+    gdn_study: bool = True
 
     @classmethod
     def quick(cls, **kw: Any) -> NumericsConfig:
@@ -55,6 +59,8 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)
     #: Rows of the DPLR study (see :func:`run_dplr_study`); empty when it did not run.
     dplr: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows of the GDN step study (see :mod:`deltainv.eval.gdn_step`); empty when it did not run.
+    gdn: list[dict[str, Any]] = field(default_factory=list)
 
     def select(self, **match: Any) -> list[dict[str, Any]]:
         return [r for r in self.rows if all(r[k] == v for k, v in match.items())]
@@ -70,6 +76,7 @@ class Report:
             "rows": [_json_safe(r) for r in self.rows],
             "findings": self.findings,
             "dplr_study": [_json_safe(r) for r in self.dplr],
+            "gdn_step_study": [_json_safe(r) for r in self.gdn],
         }
 
 
@@ -123,9 +130,18 @@ def run(config: NumericsConfig, progress: IO[str] | None = sys.stderr) -> Report
         report.dplr = run_dplr_study(config.n, config.seed)
         if progress is not None:
             print(f"[numerics] DPLR study ({time.perf_counter() - t0:5.1f}s)", file=progress, flush=True)
+    if config.gdn_study and "gdn" in config.inputs:
+        report.gdn = gdn_step.run(gdn_sequences(config.n), config.seed)
+        if progress is not None:
+            print(f"[numerics] GDN step study ({time.perf_counter() - t0:5.1f}s)", file=progress, flush=True)
     report.meta["seconds"] = round(time.perf_counter() - t0, 2)
     report.findings = check_findings(report)
     return report
+
+
+def gdn_sequences(n: int) -> int:
+    """Sequences per input of the GDN step study for ``n`` matrices per cell."""
+    return max(1, n // 64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,6 +343,8 @@ def check_findings(report: Report) -> list[dict[str, Any]]:
 
     if report.dplr:
         out.append(_dplr_finding(report))
+    if report.gdn:
+        out.append(_finding(*gdn_step.finding(report.gdn)))
     return out
 
 
@@ -380,6 +398,13 @@ def format_table(report: Report) -> str:
         lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
         for row in body:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if report.gdn:
+        header, body = gdn_step.table(report.gdn)
+        widths = [max(len(x) for x in col) for col in zip(header, *body)]
+        lines.append("\n== GDN step study: " + _gdn_title(report))
+        lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        for row in body:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     lines.append("\n== findings (the paper's, checked)")
     for f in report.findings:
         mark = {True: "PASS", False: "FAIL", None: "SKIP"}[f["holds"]]
@@ -413,7 +438,16 @@ def format_markdown(report: Report) -> str:
         out += ["", "## DPLR study", "", _DPLR_TITLE.format(n=report.config.n) + ".", "",
                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in body]
+    if report.gdn:
+        header, body = gdn_step.table(report.gdn)
+        out += ["", "## GDN step study", "", _gdn_title(report) + ".", "",
+                "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(out) + "\n"
+
+
+def _gdn_title(report: Report) -> str:
+    return gdn_step.TITLE.format(T=gdn_step.SHAPE["T"], n=gdn_sequences(report.config.n))
 
 
 def write_json(report: Report, path: str) -> None:

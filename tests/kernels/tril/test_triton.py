@@ -125,6 +125,22 @@ def test_chunk_counts_not_a_multiple_of_the_chunks_per_program(seed):
         assert_kernel_close(got, solve_tril(A.cpu(), cu, backend="torch"), truth(A, cu), atol=1e-6)
 
 
+@pytest.mark.parametrize("BT", [16, 64])
+@pytest.mark.parametrize("method", ["substitution", "mxr_refine"])
+def test_every_autotune_config_gives_the_same_inverse(method, BT, seed):
+    """Each ``(NC, warps)`` config the autotuner may pick (one chunk per program included), pinned in
+    turn, on ragged varlen input: the same inverse as the reference, every element written."""
+    from deltainv.bench.tril_bench import pinned
+    from deltainv.kernels.tril.triton import method_configs, solve_tril_kernel
+
+    A, cu = _varlen("gdn", BT, torch.float32, seed, H=3)
+    ref = solve_tril(A.cpu(), cu.cpu(), method=method, backend="torch")
+    for nc, warps in method_configs(method, BT):
+        with pinned(solve_tril_kernel, nc, warps):
+            got = triton_solve_tril(A, cu, None, torch.float32, method=method, out=_poisoned(A, torch.float32))
+        assert_kernel_close(got, ref, truth(A, cu), atol=1e-6, rtol=1e-5, msg=f"{method} NC={nc} warps={warps}")
+
+
 def test_unsupported_method_and_bad_arguments():
     A = torch.zeros(1, 32, 1, 32, device=DEVICE)
     with pytest.raises(ValueError, match="has no Triton kernel"):
