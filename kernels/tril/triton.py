@@ -29,18 +29,19 @@ TRITON_METHODS = ("substitution", "blocked", "mxr", "mxr_refine")
 #: ``(NC, num_warps)`` autotune configs per method kind and chunk size, from the SASS counts of
 #: ``python -m deltainv.bench.compile_time`` (bench/results/cpu-x86-64/compile_time.md).
 #:
-#: ``substitution``: one warp per program. Triton lays a ``[NC, 16, 16]`` element-wise tensor out with
-#: its warps along the rows (16 x 16 = 256 elements cover 32 lanes eight times before a warp reaches
-#: the chunk dimension), so with more warps than one every row step of the substitution crosses
-#: warps through shared memory and a barrier (8,045 warp-instructions per chunk at BT = 64 with 4
-#: chunks on 4 warps, 479 barriers). A one-warp program keeps each chunk in one warp, as the design
-#: asks, and its products are the same per-warp MMAs (4,305 instructions at BT = 64, but 16 spilled
-#: bytes); two chunks on two warps cost 5,297 without spills. At BT = 16 / 32 two chunks share a warp.
+#: ``substitution``: one or two warps per program. Triton lays a ``[NC, 16, 16]`` element-wise tensor
+#: out with its warps along the rows (256 elements cover 32 lanes eight times before a warp reaches
+#: the chunk dimension), so with several warps every row step of the substitution crosses warps
+#: through shared memory and a barrier (8,045 warp-instructions per chunk at BT = 64 with 4 chunks on
+#: 4 warps, 479 barriers). One warp per program keeps each chunk in one warp, as the design asks, with
+#: the same per-warp MMAs: 4,305 instructions at BT = 64 but 32 spilled bytes; two chunks on two warps
+#: cost 5,297 without spills. At BT = 16 / 32 two chunks share one warp; at BT = 128 one chunk takes
+#: two warps (one warp spills 11 KB).
 #: ``doubling`` (``blocked``, ``mxr``, ``mxr_refine``): nearly all work is in the batched products,
 #: which Triton spreads one chunk per warp (``warpsPerCTA = [NC, 1, 1]``); NC chunks on NC warps.
 #: At BT = 128 (32x32 tiles) two warps per chunk.
 CONFIGS: dict[str, dict[int, tuple[tuple[int, int], ...]]] = {
-    "substitution": {16: ((2, 1), (1, 1)), 32: ((2, 1), (1, 1)), 64: ((2, 2), (1, 1)), 128: ((1, 2), (1, 1))},
+    "substitution": {16: ((2, 1), (1, 1)), 32: ((2, 1), (1, 1)), 64: ((2, 2), (1, 1)), 128: ((1, 2),)},
     "doubling": {16: ((4, 4), (8, 8)), 32: ((4, 4), (8, 8)), 64: ((4, 4), (4, 2)), 128: ((2, 4), (4, 8))},
 }
 
