@@ -227,12 +227,27 @@ class RWKV7Model(nn.Module):
         else:
             md = metadata[self.layers[0].prefix]
             groups, n = plan_step(md), md.num_decode_tokens + md.num_prefill_tokens
+            _note_firsts(md, groups)
         h, v_first = x[:n], torch.zeros_like(x[:n])
         for layer in self.layers:
             h, v_first = layer(h, v_first, groups)
         out = torch.zeros_like(x)
         out[:n] = self.norm(h)
         return out
+
+
+def _note_firsts(md, groups: list[Group]) -> None:
+    """Log (once per process) the first step that mixes decodes with prefills and the first prefill that
+    continues from a saved state (chunked prefill): the paths continuous batching takes."""
+    from deltainv.plugin.log import info_once
+
+    if md.num_decodes and md.num_prefills:
+        info_once("vllm-rwkv7-mixed", f"vLLM {ARCH}: first step mixing {md.num_decodes} decodes (recurrent step) "
+                  f"with {md.num_prefills} prefills (chunked DPLR), {md.num_prefill_tokens} prefill tokens")
+    prefill = groups[-1] if md.num_prefills else None
+    if prefill is not None and not bool(prefill.fresh.all()):
+        info_once("vllm-rwkv7-continued", f"vLLM {ARCH}: first prefill continuing from a saved state "
+                  "(chunked prefill)")
 
 
 class RWKV7ForCausalLM(nn.Module, HasInnerState, IsAttentionFree):
