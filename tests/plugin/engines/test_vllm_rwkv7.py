@@ -5,8 +5,9 @@ with no ``DELTAINV_*`` variable set.
 One server runs the command of ``docs/rwkv7.md`` plus ``--max-num-batched-tokens 128
 --max-num-seqs 32``: prompts longer than 128 tokens (up to ~470, 8 chunks of 64) are then cut into
 several chunked-prefill steps that continue from the saved state, and concurrent requests share
-steps that mix decodes with prefills. A second server runs a wrong but finite inversion
-(Newton-Schulz with 2 iterations) to prove the served prefill is deltainv's DPLR path. The
+steps that mix decodes with prefills. A second server, started as ``deltainv serve --engine vllm
+--model models/rwkv7_tiny --tri-method newton_schulz`` (``DELTAINV_OPTIONS=iters=2``), runs a wrong
+but finite inversion to prove the served prefill is deltainv's DPLR path. The
 reference is the embedded engine (deltainv's transformers path, fp32, in this process); both
 sides run fp32, so greedy tokens must be identical and logprobs agree to fp32 round-off.
 """
@@ -40,7 +41,7 @@ MAX_TOKENS = 6
 #: fp32 on both sides; vLLM's chunk boundaries (chunked prefill) and batch shapes change the summation
 #: order only.
 LOGPROB_TOL = 2e-4
-WRONG = {"DELTAINV_METHOD": "newton_schulz", "DELTAINV_OPTIONS": "iters=2", "DELTAINV_ALLOW_INACCURATE": "1"}
+WRONG_ENV = {"DELTAINV_OPTIONS": "iters=2", "DELTAINV_ALLOW_INACCURATE": "1"}
 
 
 def _rows():
@@ -73,16 +74,21 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _server(env_vars: dict[str, str], log: Path):
-    """The documented command (+ TEST_ARGS) in .venv-vllm; yields ``(openai_client, served_name)``."""
+def _server(log: Path, tri_method: str | None = None, env_vars: dict[str, str] | None = None):
+    """The documented vLLM command (+ TEST_ARGS) in .venv-vllm, or with ``tri_method`` ``deltainv serve
+    --engine vllm`` with the same vLLM arguments; yields ``(openai_client, served_name)``."""
     from openai import OpenAI
 
     python = venv_python(".venv-vllm")
     exports, command = doc_command("vllm-serve-rwkv7", "python -m vllm", DOCS)
     assert not exports  # nothing to set: the entry point registers the model, the registry's default inverts
     port = _free_port()
+    if tri_method is not None:
+        vllm_args = command.split('--model "$MODEL"', 1)[1].split("--host")[0]
+        command = (f'deltainv serve --engine vllm --model "$MODEL" --port "$PORT" --tri-method {tri_method} -- '
+                   f"{vllm_args}")
     env = clean_env(MODEL=str(MODEL), PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1", PYTHONSAFEPATH="1",
-                    PATH=f"{python.parent}:{os.environ['PATH']}", **env_vars)
+                    PATH=f"{python.parent}:{os.environ['PATH']}", **(env_vars or {}))
     with open(log, "w") as out:
         proc = subprocess.Popen(["bash", "-c", f"exec {command} {TEST_ARGS}"], env=env, cwd=log.parent, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -123,7 +129,7 @@ def _query(client, name, prompt: str, prompt_logprobs: bool = True) -> dict:
 def served(tmp_path_factory):
     """One server: the equality prompts one at a time, then 32 mixed-length requests at once."""
     log = tmp_path_factory.mktemp("vllm-rwkv7") / "server.log"
-    with _server({}, log) as (client, name):
+    with _server(log) as (client, name):
         single = [_query(client, name, p) for p in _prompts()]
         prompts = _concurrent_prompts()
         one_by_one = [_query(client, name, p, prompt_logprobs=False) for p in prompts]
@@ -142,9 +148,10 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wrong(tmp_path_factory):
-    """A second server with a wrong but finite inversion: the equality prompts' logprobs."""
+    """A second server, through ``deltainv serve``, with a wrong but finite inversion: the equality prompts'
+    logprobs."""
     log = tmp_path_factory.mktemp("vllm-rwkv7-wrong") / "server.log"
-    with _server(WRONG, log) as (client, name):
+    with _server(log, "newton_schulz", WRONG_ENV) as (client, name):
         single = [_query(client, name, p) for p in _prompts()]
     return {"single": single, "log": log.read_text()}
 
@@ -218,7 +225,9 @@ def test_recall_through_completions_and_chat(served):
 
 
 def test_a_wrong_finite_method_changes_the_logprobs(served, wrong):
-    assert "inversion method=newton_schulz" in wrong["log"] and "iters=2" in wrong["log"], wrong["log"][-3000:]
+    log = wrong["log"]
+    assert "deltainv serve: exec " in log and "--dtype float32" in log   # deltainv serve started vLLM
+    assert "inversion method=newton_schulz" in log and "iters=2" in log, log[-3000:]
     long_ok, long_bad = served["single"][-1], wrong["single"][-1]
     assert all(abs(x) < 1e4 for x in long_bad["prompt_logprobs"])  # finite: vLLM returns them
     assert _worst(long_ok["prompt_logprobs"], long_bad["prompt_logprobs"]) > 0.5
