@@ -255,6 +255,17 @@ _CONFIG_CHECK = """
     out["tp2"] = refused(model=model, tensor_parallel_size=2, max_model_len=256)
     out["prefix"] = refused(model=model, enable_prefix_caching=True, max_model_len=256)
     out["ok"] = refused(model=model, max_model_len=256)
+    # a checkpoint written by fla 0.6.0's own save_pretrained: vLLM's offline engine, token ids in
+    from safetensors.torch import load_file
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    ref = load_file(sys.argv[3])
+    ids = ref["input_ids"][0].tolist()
+    llm = LLM(model=sys.argv[4], skip_tokenizer_init=True, dtype="float32", max_model_len=256, seed=0)
+    res = llm.generate(TokensPrompt(prompt_token_ids=ids), SamplingParams(max_tokens=1, prompt_logprobs=0,
+                                                                          detokenize=False))[0]
+    out["fla_prompt_logprobs"] = [d[t].logprob for d, t in zip(res.prompt_logprobs[1:], ids[1:])]
+    del llm
     # vLLM's own model of the name wins: a later register() leaves it alone
     from deltainv.plugin.engines import vllm_models
     ModelRegistry.models.pop("RWKV7ForCausalLM")
@@ -264,9 +275,10 @@ _CONFIG_CHECK = """
 """
 
 
-def test_registration_and_refusals_at_config_time(tmp_path):
+def test_registration_refusals_and_an_fla_written_checkpoint(tmp_path):
     """No server: vLLM's own plugin loader registers the model (lazily, idempotently); vLLM's config
-    building refuses a non-RWKV-7 config named RWKV7ForCausalLM, TP=2 and prefix caching with our errors."""
+    building refuses a non-RWKV-7 config named RWKV7ForCausalLM, TP=2 and prefix caching with our errors;
+    vLLM's offline engine loads a checkpoint written by fla 0.6.0 itself and gives fla's prompt logprobs."""
     other = tmp_path / "not-rwkv7"
     other.mkdir()
     config = json.loads((MODEL / "config.json").read_text())
@@ -274,8 +286,11 @@ def test_registration_and_refusals_at_config_time(tmp_path):
                                                    "vocab_size": 512, "hidden_size": 128, "num_hidden_layers": 2,
                                                    "context_length": 256}))
     assert config["model_type"] == "rwkv7"
+    fla_dir = ROOT / "tests" / "models" / "data"
     proc = subprocess.run([str(venv_python(".venv-vllm")), "-c", textwrap.dedent(_CONFIG_CHECK), str(MODEL),
-                           str(other)], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                           str(other), str(fla_dir / "fla_rwkv7_tiny_logits.safetensors"),
+                           str(fla_dir / "fla_rwkv7_tiny")], env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["entry"] == "deltainv.models.rwkv7.vllm:RWKV7ForCausalLM"
@@ -284,3 +299,11 @@ def test_registration_and_refusals_at_config_time(tmp_path):
     assert "tensor_parallel_size=1" in out["tp2"], out
     assert "prefix caching" in out["prefix"], out
     assert out["in_tree"] == "in-tree"
+    # fla's own checkpoint gives fla's logits (fla inverts in fp16 and multiplies in tf32)
+    from safetensors.torch import load_file
+
+    ref = load_file(fla_dir / "fla_rwkv7_tiny_logits.safetensors")
+    ids = ref["input_ids"][0]
+    fla = torch.log_softmax(ref["logits"][0].double(), -1)[torch.arange(len(ids) - 1), ids[1:]]
+    worst = (torch.tensor(out["fla_prompt_logprobs"], dtype=torch.float64) - fla).abs().max().item()
+    assert worst < 1e-3, worst   # measured 2.0e-4
