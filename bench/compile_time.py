@@ -76,7 +76,7 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
-    from deltainv.kernels.tril.triton import CONFIGS, TRITON_METHODS
+    from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
 
     order = {64: 0, 32: 1, 16: 2, 128: 3}
     methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
@@ -89,7 +89,7 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                 continue
             for m in methods:
                 prec = gpu_recipes()[m] + (":bf16" if kernel == "gdn_intra" else "")
-                out += [Config(kernel, m, bt, nc, w, prec) for nc, w in CONFIGS[bt]]
+                out += [Config(kernel, m, bt, nc, w, prec) for nc, w in method_configs(m, bt)]
     return out
 
 
@@ -140,10 +140,20 @@ def sass_counts(sass: str, trips: int = 1) -> dict[str, int]:
 
 
 def _signature(fn, types: dict[str, str], values: dict[str, object]):
+    """Triton's signature, constexprs and the attributes a launch specializes on.
+
+    A launch marks every pointer argument ``tt.divisibility = 16`` (torch allocations are aligned)
+    unless the kernel opts out with ``do_not_specialize_on_alignment``; that mark changes the layouts
+    Triton picks (vectorized loads and stores become layout anchors), so compiling without it counts
+    a kernel no GPU runs.
+    """
     params = list(inspect.signature(fn.fn).parameters)
     signature = {p: types.get(p, "constexpr") for p in params}
     constexprs = {(params.index(k),): v for k, v in values.items() if k in params}
-    return signature, constexprs
+    skip = set(fn.do_not_specialize_on_alignment) | set(fn.do_not_specialize)
+    attrs = {(n,): [["tt.divisibility", 16]] for n, p in enumerate(params)
+             if types.get(p, "").startswith("*") and p not in skip and n not in skip}
+    return signature, constexprs, attrs
 
 
 def compile_config(c: Config, arch: int = 90) -> dict:
@@ -175,13 +185,13 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = s["HV"] // s["H"]
-    signature, constexprs = _signature(fn, types, values)
+    signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
     # Triton runs ptxas with -v and prints its log on request; keep it instead of running ptxas twice.
     with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
         knobs.nvidia.dump_ptxas_log = True
         t0 = time.perf_counter()
-        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
+        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                                   target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": c.warps, "num_stages": 1})
         seconds = time.perf_counter() - t0

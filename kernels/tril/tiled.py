@@ -34,9 +34,9 @@ def forward_substitution(L, NC: tl.constexpr, S: tl.constexpr):
     With one chunk per warp the row reductions stay inside a warp (no block-wide barrier).
     """
     o = tl.arange(0, S)
-    X = -L  # rows 0 and 1 are final already
+    X = -L  # rows 0 and 1 are final already; rows r.. still hold -L, so L itself is dead from here
     for r in tl.static_range(2, S):
-        row = tl.sum(tl.where((o == r)[None, :, None], -L, 0.0), 1)     # -L_r: [NC, S]
+        row = tl.sum(tl.where((o == r)[None, :, None], X, 0.0), 1)      # -L_r: [NC, S]
         row = tl.where((o < r)[None, :], row, 0.0)
         row = row + tl.sum(row[:, :, None] * X, 1)
         X = tl.where((o == r)[None, :, None], row[:, None, :], X)
@@ -82,21 +82,25 @@ def diagonal_inverse(L, NC: tl.constexpr, S: tl.constexpr, METHOD: tl.constexpr,
 
 @triton.jit
 def block_substitution(L, X, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
-    """fla's merges: ``X_ij = -(X_ii L_ij) X_jj`` next to the diagonal, ``-X_ii sum_k L_ik X_kj`` beyond.
+    """fla's merges, tile row by tile row: ``X_ij = -(X_ii L_ij) X_jj`` next to the diagonal,
+    ``-X_ii sum_k L_ik X_kj`` beyond. Each diagonal tile is inverted just before its row, so each row's
+    ``L`` tiles die with it (fewer live registers than fla's diagonal-by-diagonal order).
 
     (Loop-dependent indices are written inline: Triton turns a name bound inside an unrolled loop
     into a tensor, and tuple indices must stay compile-time constants.)
     """
-    for dist in tl.static_range(1, NB):
-        for j in tl.static_range(NB - dist):
-            if dist == 1:
-                t = mm(X[tri(j + 1, j + 1)], L[tri(j + 1, j)], PREC)
-                X = put(X, tri(j + 1, j), -mm(t, X[tri(j, j)], PREC))
+    X = put(X, 0, forward_substitution(L[0], NC, S))
+    for i in tl.static_range(1, NB):
+        X = put(X, tri(i, i), forward_substitution(L[tri(i, i)], NC, S))
+        for j in tl.static_range(i):
+            if j == i - 1:
+                t = mm(X[tri(i, i)], L[tri(i, i - 1)], PREC)
+                X = put(X, tri(i, i - 1), -mm(t, X[tri(i - 1, i - 1)], PREC))
             else:
                 acc = zeros(NC, S)
-                for k in tl.static_range(j, j + dist):
-                    acc = dot(prep(L[tri(j + dist, k)], PREC), prep(X[tri(k, j)], PREC), acc, PREC)
-                X = put(X, tri(j + dist, j), -mm(X[tri(j + dist, j + dist)], acc, PREC))
+                for k in tl.static_range(j, i):
+                    acc = dot(prep(L[tri(i, k)], PREC), prep(X[tri(k, j)], PREC), acc, PREC)
+                X = put(X, tri(i, j), -mm(X[tri(i, i)], acc, PREC))
     return X
 
 
@@ -171,7 +175,7 @@ def invert_tiles(L, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, METHOD:
     X = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            if i == j:
+            if i == j and (METHOD != "substitution" or NB == 1):
                 X = X + (diagonal_inverse(L[tri(i, i)], NC, S, METHOD, PREC, BASE_PREC),)
             else:
                 X = X + (zeros(NC, S),)

@@ -26,17 +26,28 @@ from .tiled import invert_tiles
 #: Methods with a Triton kernel.
 TRITON_METHODS = ("substitution", "blocked", "mxr", "mxr_refine")
 
-#: ``(NC, num_warps)`` autotune configs per chunk size, from the SASS counts of
-#: ``python -m deltainv.bench.compile_time`` (bench/results/cpu-x86-64/compile_time.md): as many warps
-#: as chunks keeps every config spill-free up to BT = 64; at BT = 64 two chunks per warp issue fewer
-#: instructions per chunk but spill, so both are offered and the GPU's autotuner decides. At BT = 128
-#: (32x32 tiles, 32 registers per tile per lane) two warps per chunk.
-CONFIGS: dict[int, tuple[tuple[int, int], ...]] = {
-    16: ((4, 4), (8, 8)),
-    32: ((4, 4), (8, 8)),
-    64: ((4, 4), (4, 2)),
-    128: ((2, 4), (4, 8)),
+#: ``(NC, num_warps)`` autotune configs per method kind and chunk size, from the SASS counts of
+#: ``python -m deltainv.bench.compile_time`` (bench/results/cpu-x86-64/compile_time.md).
+#:
+#: ``substitution``: one warp per program. Triton lays a ``[NC, 16, 16]`` element-wise tensor out with
+#: its warps along the rows (16 x 16 = 256 elements cover 32 lanes eight times before a warp reaches
+#: the chunk dimension), so with more warps than one every row step of the substitution crosses
+#: warps through shared memory and a barrier (8,045 warp-instructions per chunk at BT = 64 with 4
+#: chunks on 4 warps, 479 barriers). A one-warp program keeps each chunk in one warp, as the design
+#: asks, and its products are the same per-warp MMAs (4,305 instructions at BT = 64, but 16 spilled
+#: bytes); two chunks on two warps cost 5,297 without spills. At BT = 16 / 32 two chunks share a warp.
+#: ``doubling`` (``blocked``, ``mxr``, ``mxr_refine``): nearly all work is in the batched products,
+#: which Triton spreads one chunk per warp (``warpsPerCTA = [NC, 1, 1]``); NC chunks on NC warps.
+#: At BT = 128 (32x32 tiles) two warps per chunk.
+CONFIGS: dict[str, dict[int, tuple[tuple[int, int], ...]]] = {
+    "substitution": {16: ((2, 1), (1, 1)), 32: ((2, 1), (1, 1)), 64: ((2, 2), (1, 1)), 128: ((1, 2), (1, 1))},
+    "doubling": {16: ((4, 4), (8, 8)), 32: ((4, 4), (8, 8)), 64: ((4, 4), (4, 2)), 128: ((2, 4), (4, 8))},
 }
+
+
+def method_configs(method: str, bt: int) -> tuple[tuple[int, int], ...]:
+    """The ``(NC, num_warps)`` configs offered to the autotuner for ``method`` at chunk size ``bt``."""
+    return CONFIGS["substitution" if method == "substitution" else "doubling"][bt]
 
 
 def tile_edge(method: str, bt: int) -> int:
@@ -46,13 +57,13 @@ def tile_edge(method: str, bt: int) -> int:
 
 
 def autotune_configs() -> list[triton.Config]:
-    """Every chunk size's configs; :func:`prune_configs` keeps those of the launch's BT."""
-    seen = dict.fromkeys(c for bt in sorted(CONFIGS) for c in CONFIGS[bt])
+    """Every config of every method and chunk size; :func:`prune_configs` keeps the launch's."""
+    seen = dict.fromkeys(c for kind in CONFIGS.values() for bt in sorted(kind) for c in kind[bt])
     return [triton.Config({"NC": nc}, num_warps=w, num_stages=1) for nc, w in seen]
 
 
 def prune_configs(configs, named_args, **kwargs):
-    want = CONFIGS[kwargs["BT"]]
+    want = method_configs(kwargs["METHOD"], kwargs["BT"])
     keep = sorted((c for c in configs if (c.kwargs["NC"], c.num_warps) in want),
                   key=lambda c: want.index((c.kwargs["NC"], c.num_warps)))
     return keep[:1] if interpreting() else keep
@@ -61,9 +72,9 @@ def prune_configs(configs, named_args, **kwargs):
 @triton.jit
 def chunk_items(cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr, NC: tl.constexpr,
                 IS_VARLEN: tl.constexpr):
-    """This program's NC (chunk, head) items: ``(row0, n_rows, head)`` as ``[NC]`` int64 vectors.
+    """This program's NC (chunk, head) items: ``(row0, n_rows, head)`` as ``[NC]`` vectors.
 
-    ``row0`` is the chunk's first token (flat over ``B * T``), ``n_rows`` how many of its BT rows exist
+    ``row0`` (int64) is the chunk's first token (flat over ``B * T``), ``n_rows`` (int32) how many of its BT rows exist
     (0 for masked items, fewer than BT for a sequence's last chunk).
     """
     item = tl.program_id(0).to(tl.int64) * NC + tl.arange(0, NC)
@@ -83,16 +94,27 @@ def chunk_items(cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.c
         pos = chunk % n_chunks
         eos = bos + T
     row0 = bos + pos * BT
-    n_rows = tl.where(live, eos - row0, 0)
+    n_rows = tl.where(live, tl.minimum(eos - row0, BT), 0).to(tl.int32)  # int32 row compares: fewer registers
     return row0, n_rows, head
 
 
 @triton.jit
-def tile_offsets(base, row_stride, I: tl.constexpr, J: tl.constexpr, S: tl.constexpr):
-    """``[NC, S, S]`` element offsets of tile ``(I, J)`` of the chunks starting at ``base`` (``[NC]``)."""
+def lane_offsets(row_stride: tl.constexpr, S: tl.constexpr):
+    """``[1, S, S]`` int32 offsets of an ``S x S`` tile's elements from its first element.
+
+    Every tile of a chunk is addressed as this one set plus a compile-time constant (``tile_at``), so
+    the constant folds into the instructions' immediate offsets: one pointer per lane and tile row of
+    elements instead of one per tile (folding the tile's row into this set keeps a register per tile
+    row, which spilled at BT = 64).
+    """
     o = tl.arange(0, S)
-    return (base[:, None, None] + (I * S + o)[None, :, None] * row_stride
-            + tl.max_contiguous(tl.multiple_of(J * S + o, S), S)[None, None, :])
+    return o[None, :, None] * row_stride + o[None, None, :]
+
+
+@triton.constexpr_function
+def tile_at(row_stride, I, J, S):
+    """Offset of tile ``(I, J)``'s first element from the chunk's first element."""
+    return int(I) * int(S) * int(row_stride) + int(J) * int(S)
 
 
 @triton.jit
@@ -108,12 +130,15 @@ def solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constex
     """Load NC chunks' strictly lower tiles, invert them, store every tile of every real row once."""
     NB: tl.constexpr = BT // S
     row0, n_rows, head = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
-    base = tl.multiple_of((row0 * H + head) * BT, 16)
+    base = (row0 * H + head) * BT
+    a = (A + base)[:, None, None]  # [NC, 1, 1] chunk pointers
+    ai = (Ai + base)[:, None, None]
+    off = lane_offsets(H * BT, S)
     o = tl.arange(0, S)
     L = ()
     for i in tl.static_range(NB):  # every load issued before any arithmetic
         for j in tl.static_range(i + 1):
-            x = tl.load(A + tile_offsets(base, H * BT, i, j, S), mask=row_mask(n_rows, i, S), other=0.0)
+            x = tl.load(a + tile_at(H * BT, i, j, S) + off, mask=row_mask(n_rows, i, S), other=0.0)
             x = x.to(tl.float32)
             if i == j:
                 x = tl.where((o[:, None] > o[None, :])[None, :, :], x, 0.0)
@@ -121,7 +146,7 @@ def solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constex
     X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
     for i in tl.static_range(NB):
         for j in tl.static_range(NB):
-            ptrs = Ai + tile_offsets(base, H * BT, i, j, S)
+            ptrs = ai + tile_at(H * BT, i, j, S) + off
             if j <= i:
                 x = X[tri(i, j)]
             else:
@@ -131,7 +156,7 @@ def solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constex
 
 @triton.autotune(configs=autotune_configs(), key=["H", "BT", "S", "IS_VARLEN", "METHOD", "PREC", "BASE_PREC",
                                                 "REFINE_PREC"], prune_configs_by={"early_config_prune": prune_configs})
-@triton.jit(do_not_specialize=["T", "n_items"])
+@triton.jit(do_not_specialize=["T", "n_items"], do_not_specialize_on_alignment=["A", "Ai"])
 def solve_tril_kernel(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr,
                       S: tl.constexpr, IS_VARLEN: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr,
                       BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr, NC: tl.constexpr):

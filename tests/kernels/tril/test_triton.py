@@ -87,7 +87,12 @@ def test_invert_backend_triton(method, seed):
     A = chunk_matrices("correlated_keys", 3, 64, seed=seed).to(DEVICE)
     got = invert(A, method, backend="triton")
     exact = invert(A.cpu().double(), "torch")
-    assert_kernel_close(got, invert(A.cpu(), method), exact, atol=1e-6, msg=method)
+    ref = invert(A.cpu(), method)
+    # Correlated keys make mxr's squarings cancel: entries near 1e-3 move by 1e-5 with the summation
+    # order (the interpreter's numpy products vs torch's, even at fp32), while both results are equally
+    # far from float64. So this dispatch test asks what the GPU tests ask: as accurate as the reference.
+    err, err_ref = (float((x.double().cpu() - exact).norm() / exact.norm()) for x in (got, ref))
+    assert torch.isfinite(got).all() and err <= 2 * err_ref + 1e-6, (method, err, err_ref)
     with pytest.raises(ValueError, match="no 'triton' implementation"):
         invert(A, "newton_schulz", backend="triton")
 
