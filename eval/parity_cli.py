@@ -95,6 +95,14 @@ def run(args: argparse.Namespace) -> int:
         elif args.launch:
             extra = shlex.split(args.engine_args)
             name = Path(args.model).name
+            if args.launch != "hf":
+                # vLLM and SGLang serve a model under the path they were given, and have no tokenizer
+                # endpoint lm-eval can use by default: name it, and tokenize with the local model folder
+                if "--served-model-name" in extra:
+                    name = extra[extra.index("--served-model-name") + 1]
+                else:
+                    extra += ["--served-model-name", name]
+                args.tokenizer = args.tokenizer or args.model
             with tempfile.TemporaryDirectory(prefix="deltainv-parity-logs-") as logs:
                 with launched(args.launch, args.model, args.baseline, base_env, extra, Path(logs) / "baseline.log") as b, \
                         launched(args.launch, args.model, args.candidate, cand_env, extra, Path(logs) / "cand.log") as c:

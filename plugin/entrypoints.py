@@ -4,8 +4,10 @@
 - ``sglang.srt.plugins``: ``deltainv = deltainv.plugin.entrypoints:sglang_plugin``
 
 Both engines call these in every process they start (API server, engine core, each worker /
-scheduler) before the model is built. With ``DELTAINV_METHOD`` unset or ``off`` they return at
-once: nothing is imported beyond the settings, nothing is patched.
+scheduler) before the model is built. With ``DELTAINV_METHOD`` unset or ``off`` nothing is patched
+and nothing is imported beyond the settings, except that vLLM's entry point always registers
+deltainv's out-of-tree models (RWKV-7, :mod:`deltainv.plugin.engines.vllm_models`: a lazy registry
+entry, no model code imported) where vLLM has no model of that name.
 """
 
 from __future__ import annotations
@@ -27,8 +29,26 @@ def _activate() -> None:
     install(settings)
 
 
+def _register_vllm_models() -> None:
+    from .settings import Settings
+
+    try:
+        from .engines.vllm_models import register
+
+        register()
+    except Exception as exc:  # never take vLLM down for its own models; DELTAINV_STRICT=1 makes it fatal
+        from .log import configure, warning_once
+
+        strict = Settings.from_env().strict
+        configure()
+        warning_once("vllm-models", f"could not register deltainv's RWKV-7 model with vLLM ({exc!r})")
+        if strict:
+            raise
+
+
 def vllm_plugin() -> None:
     """``vllm.general_plugins`` entry point (vLLM calls it in every process; it must be idempotent)."""
+    _register_vllm_models()
     _activate()
 
 

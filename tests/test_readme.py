@@ -34,6 +34,8 @@ def test_engine_sections_are_the_tested_commands_of_docs_plugin():
     readme, docs = (ROOT / "README.md").read_text(), (ROOT / "docs" / "plugin.md").read_text()
     for tag in ("vllm-serve", "sglang-serve"):
         assert _tagged(readme, tag) == _tagged(docs, tag), tag
+    # tests/plugin/engines/test_vllm_rwkv7.py runs docs/rwkv7.md's RWKV-7 command
+    assert _tagged(readme, "vllm-serve-rwkv7") == _tagged((ROOT / "docs" / "rwkv7.md").read_text(), "vllm-serve-rwkv7")
 
 
 def test_deploy_section_is_the_checked_one_in_deploy_readme():

@@ -232,6 +232,16 @@ def recurrent_dplr_delta_rule(
         raise ValueError(f"initial_state must be [N, H, K, V] = {[len(seqs), H, K, Vd]}; "
                          f"got {list(initial_state.shape)}")
     o = torch.zeros(B, T, H, Vd, dtype=dtype, device=v.device)
+    if bounds is None:
+        # A batch of sequences of equal length (e.g. an engine's decode step, T = 1): all at once.
+        S = (torch.zeros(B, H, K, Vd, dtype=dtype, device=v.device) if initial_state is None
+             else initial_state.to(dtype).clone())
+        for t in range(T):
+            aS = torch.einsum("bhk,bhkv->bhv", a[:, t], S)
+            S = decay[:, t, :, :, None] * S + b[:, t, :, :, None] * aS[:, :, None, :] \
+                + k[:, t, :, :, None] * v[:, t, :, None, :]
+            o[:, t] = scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S)
+        return o, S
     finals = []
     for n, (bi, s, e) in enumerate(seqs):
         S = (torch.zeros(H, K, Vd, dtype=dtype, device=v.device) if initial_state is None

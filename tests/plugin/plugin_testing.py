@@ -66,18 +66,18 @@ def run_script(python: Path, script: str, *args: str, env: dict[str, str] | None
                           capture_output=True, text=True, timeout=timeout)
 
 
-def doc_block(tag: str) -> str:
-    """The fenced block of ``docs/plugin.md`` preceded by ``<!-- test: tag -->``."""
-    text = DOCS.read_text()
+def doc_block(tag: str, docs: Path = DOCS) -> str:
+    """The fenced block of ``docs`` (default ``docs/plugin.md``) preceded by ``<!-- test: tag -->``."""
+    text = docs.read_text()
     m = re.search(rf"<!-- test: {re.escape(tag)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
     if not m:
-        pytest.fail(f"docs/plugin.md has no block tagged {tag!r}")
+        pytest.fail(f"{docs.relative_to(ROOT)} has no block tagged {tag!r}")
     return m.group(1)
 
 
-def doc_command(tag: str, program: str) -> tuple[dict[str, str], str]:
+def doc_command(tag: str, program: str, docs: Path = DOCS) -> tuple[dict[str, str], str]:
     """From a tagged docs block: the ``export`` variables and the command line starting with ``program``."""
-    block = doc_block(tag).replace("\\\n", " ")
+    block = doc_block(tag, docs).replace("\\\n", " ")
     exports: dict[str, str] = {}
     command = None
     for line in block.splitlines():

@@ -74,3 +74,36 @@ def test_too_few_items_is_inconclusive_and_says_how_many_are_needed(tmp_path):
     task = report["tasks"]["deltainv_mqar_mc"]
     assert task["verdict"] == "inconclusive" and task["items_needed"] > 30
     assert "are needed" in log
+
+
+@pytest.mark.parametrize("engine_args, name", [("--dtype float32", "rwkv7_tiny"),
+                                               ("--served-model-name tiny", "tiny")])
+def test_launch_vllm_names_the_served_model_and_tokenizes_locally(monkeypatch, engine_args, name):
+    """vLLM/SGLang serve a model under the path given and lack lm-eval's tokenizer endpoint: ``--launch vllm``
+    passes ``--served-model-name`` and the local model folder as tokenizer (run by hand on RWKV-7, docs/rwkv7.md)."""
+    import contextlib
+
+    from deltainv import cli
+    from deltainv.eval.parity import gate
+
+    seen = {"launched": [], "endpoints": None}
+
+    @contextlib.contextmanager
+    def launched(engine, model, tri_method, env, extra, log_path, timeout=600.0):
+        seen["launched"].append((engine, model, list(extra)))
+        yield f"http://127.0.0.1:1/{tri_method}/v1/completions"
+
+    def run_parity(baseline, candidate, config):
+        seen["endpoints"] = (baseline, candidate)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(gate, "launched", launched)
+    monkeypatch.setattr(gate, "run_parity", run_parity)
+    model = str(Path(__file__).resolve().parents[3] / "models" / "rwkv7_tiny")
+    code = cli.main(["parity", "--launch", "vllm", "--model", model, "--engine-args", engine_args])
+    assert code == 3  # run_parity's ValueError: "a run failed"
+    for engine, m, extra in seen["launched"]:
+        assert engine == "vllm" and m == model and extra.count("--served-model-name") == 1
+        assert extra[extra.index("--served-model-name") + 1] == name
+    for endpoint in seen["endpoints"]:
+        assert endpoint["model_name"] == name and endpoint["tokenizer"] == model
