@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,37 @@ def doc_command(tag: str, program: str, docs: Path = DOCS) -> tuple[dict[str, st
     return exports, command
 
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def openai_server(command: str, env: dict[str, str], log: Path, port: int, *, client_timeout: float = 120,
+                  startup: float = 300):
+    """Run ``command`` (bash, its own process group, output to ``log``) until ``/v1/models`` answers
+    on ``port``; yield ``(openai_client, process, served_model_name)``; stop the group on exit."""
+    from openai import OpenAI
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=log.parent, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=client_timeout)
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                name = client.models.list().data[0].id
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"server did not come up:\n{log.read_text()[-4000:]}") from None
+                time.sleep(1)
+        yield client, proc, name
+    finally:
+        stop_process_group(proc)

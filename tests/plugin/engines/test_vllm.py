@@ -17,15 +17,12 @@ import itertools
 import math
 import os
 import re
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from plugin_testing import clean_env, doc_command, run_script, stop_process_group, venv_python
+from plugin_testing import clean_env, doc_command, free_port, openai_server, run_script, venv_python
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +36,6 @@ MAX_TOKENS = 8
 #: Top-2 logprob gap (nats) under which the baseline's greedy choice is a coin toss between bf16 and
 #: fp32 arithmetic (see :func:`_same_greedy_path`).
 NEAR_TIE = 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +55,12 @@ def model_dir(tmp_path_factory, vllm_python) -> Path:
 @contextlib.contextmanager
 def _server(vllm_python: Path, model: Path, env_vars: dict[str, str], log: Path):
     """Start the documented server command; yield ``(openai_client, server_pid)``; stop it."""
-    from openai import OpenAI
-
     _, command = doc_command("vllm-serve", "python -m vllm")
-    port = _free_port()
+    port = free_port()
     env = clean_env(MODEL=str(model), PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1",
                     PATH=f"{vllm_python.parent}:{os.environ['PATH']}", **env_vars)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                client.models.list()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"vLLM server did not come up:\n{log.read_text()[-4000:]}") from None
-                time.sleep(1)
+    with openai_server(command, env, log, port) as (client, proc, _):
         yield client, proc.pid
-    finally:
-        stop_process_group(proc)
 
 
 @dataclass

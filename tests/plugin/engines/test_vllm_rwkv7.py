@@ -19,10 +19,8 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ import torch
 
 from deltainv.eval.tasks import loader
 from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
-from plugin_testing import ROOT, clean_env, doc_command, stop_process_group, venv_python
+from plugin_testing import ROOT, clean_env, doc_command, free_port, openai_server, venv_python
 
 pytestmark = pytest.mark.slow
 
@@ -67,47 +65,22 @@ def _concurrent_prompts() -> list[str]:
     return prompts
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(log: Path, tri_method: str | None = None, env_vars: dict[str, str] | None = None):
     """The documented vLLM command (+ TEST_ARGS) in .venv-vllm, or with ``tri_method`` ``deltainv serve
     --engine vllm`` with the same vLLM arguments; yields ``(openai_client, served_name)``."""
-    from openai import OpenAI
-
     python = venv_python(".venv-vllm")
     exports, command = doc_command("vllm-serve-rwkv7", "python -m vllm", DOCS)
     assert not exports  # nothing to set: the entry point registers the model, the registry's default inverts
-    port = _free_port()
+    port = free_port()
     if tri_method is not None:
         vllm_args = command.split('--model "$MODEL"', 1)[1].split("--host")[0]
         command = (f'deltainv serve --engine vllm --model "$MODEL" --port "$PORT" --tri-method {tri_method} -- '
                    f"{vllm_args}")
     env = clean_env(MODEL=str(MODEL), PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1", PYTHONSAFEPATH="1",
                     PATH=f"{python.parent}:{os.environ['PATH']}", **(env_vars or {}))
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", f"exec {command} {TEST_ARGS}"], env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                name = client.models.list().data[0].id
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"vLLM server did not come up:\n{log.read_text()[-4000:]}") from None
-                time.sleep(1)
+    with openai_server(f"{command} {TEST_ARGS}", env, log, port, client_timeout=300) as (client, _, name):
         yield client, name
-    finally:
-        stop_process_group(proc)
 
 
 def _query(client, name, prompt: str, prompt_logprobs: bool = True) -> dict:
