@@ -5,6 +5,7 @@ DeltaNet layer, and loses that when the layer's output is removed."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def fresh():
     sys.modules.setdefault("fla", None)  # fla's Triton kernels fail on a CPU
     from tokenizers import Tokenizer
     from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+    from transformers.models.qwen3_next import modeling_qwen3_next as modeling
 
     recall_init = _load("_recall_init_under_test", ROOT / "models" / "recall_init.py")
     config = _load("_config_under_test", ROOT / "models" / "config.py")
@@ -38,7 +40,12 @@ def fresh():
     torch.manual_seed(0)
     model = Qwen3NextForCausalLM(Qwen3NextConfig(**config.config_kwargs(512, eos))).eval()
     params = recall_init.apply(model, tok, torch.Generator().manual_seed(0))
-    return model, tok, params
+    # If fla was imported earlier in the session, transformers bound its Triton kernels at import, and
+    # they would run under the Triton interpreter (minutes per forward): use the PyTorch ones.
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule"):
+            mp.setattr(modeling, name, inspect.unwrap(getattr(modeling, name)))
+        yield model, tok, params
 
 
 def _mc_accuracy(model, tok, family: str, n: int) -> float:
