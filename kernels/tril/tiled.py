@@ -71,17 +71,16 @@ def product_form(L, NC: tl.constexpr, S: tl.constexpr, PREC: tl.constexpr):
 @triton.jit
 def diagonal_inverse(L, NC: tl.constexpr, S: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr,
                      BASE_PREC: tl.constexpr):
-    """The inverse of one diagonal tile by ``METHOD``'s base."""
-    if METHOD == "substitution":
-        return forward_substitution(L, NC, S)
-    elif METHOD == "blocked":
+    """The inverse of one diagonal tile by a doubling ``METHOD``'s base (``substitution`` inverts its
+    diagonal tiles inside :func:`block_substitution`, each just before its row)."""
+    if METHOD == "blocked":
         return double_in_tile(L, eye(NC, S) - band(L, S, 1), 2, S, PREC)
     else:
         return double_in_tile(L, product_form(L, NC, S, BASE_PREC), 16, S, PREC)
 
 
 @triton.jit
-def block_substitution(L, X, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
+def block_substitution(L, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, PREC: tl.constexpr):
     """fla's merges, tile row by tile row: ``X_ij = -(X_ii L_ij) X_jj`` next to the diagonal,
     ``-X_ii sum_k L_ik X_kj`` beyond. Each diagonal tile is inverted just before its row, so each row's
     ``L`` tiles die with it (fewer live registers than fla's diagonal-by-diagonal order).
@@ -89,7 +88,9 @@ def block_substitution(L, X, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr
     (Loop-dependent indices are written inline: Triton turns a name bound inside an unrolled loop
     into a tensor, and tuple indices must stay compile-time constants.)
     """
-    X = put(X, 0, forward_substitution(L[0], NC, S))
+    X = (forward_substitution(L[0], NC, S),)
+    for n in tl.static_range(1, len(L)):
+        X = X + (zeros(NC, S),)
     for i in tl.static_range(1, NB):
         X = put(X, tri(i, i), forward_substitution(L[tri(i, i)], NC, S))
         for j in tl.static_range(i):
@@ -172,17 +173,16 @@ def invert_tiles(L, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, METHOD:
                  PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr):
     """``X = (I + L)^-1`` for NC chunks: ``L`` and the result are tuples of the ``NB (NB + 1) / 2``
     lower ``[NC, S, S]`` fp32 tiles in :func:`~deltainv.kernels.triton_tiles.tri` order."""
+    if METHOD == "substitution":
+        return block_substitution(L, NC, S, NB, PREC)
     X = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            if i == j and (METHOD != "substitution" or NB == 1):
+            if i == j:
                 X = X + (diagonal_inverse(L[tri(i, i)], NC, S, METHOD, PREC, BASE_PREC),)
             else:
                 X = X + (zeros(NC, S),)
-    if METHOD == "substitution":
-        X = block_substitution(L, X, NC, S, NB, PREC)
-    else:
-        X = block_doubling(L, X, NC, S, NB, PREC)
-        if METHOD == "mxr_refine":
-            X = refine(L, X, NC, S, NB, REFINE_PREC)
+    X = block_doubling(L, X, NC, S, NB, PREC)
+    if METHOD == "mxr_refine":
+        X = refine(L, X, NC, S, NB, REFINE_PREC)
     return X
