@@ -39,6 +39,8 @@ from deltainv.kernels.gdn import (
 )
 from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
+from .metrics import reference_inverse
+
 #: Qwen3-Next's GDN head shape, with fewer heads (2 key, 4 value) and short sequences for a CPU.
 SHAPE = {"T": 256, "H": 2, "HV": 4, "K": 128, "V": 128, "BT": 64}
 INPUTS: tuple[str, ...] = ("qwen3_next", "repeated_tokens", "no_decay")
@@ -97,9 +99,7 @@ def exact_wu(x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
     kc, vc, bc = chunks(k), chunks(v), chunks(beta)
     G = chunks(g).cumsum(-1)
-    A = (bc[..., None] * (kc @ kc.mT) * torch.exp(G[..., :, None] - G[..., None, :])).tril(-1)
-    eye = torch.eye(BT, dtype=torch.float64)
-    Ai = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
+    Ai = reference_inverse(bc[..., None] * (kc @ kc.mT) * torch.exp(G[..., :, None] - G[..., None, :]))
     W = Ai @ (kc * (bc * torch.exp(G))[..., None])
     U = Ai @ (vc * bc[..., None])
 
