@@ -157,6 +157,9 @@ def solve_tril_frame(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constex
 
 @triton.autotune(configs=autotune_configs(), key=["H", "BT", "S", "IS_VARLEN", "METHOD", "PREC", "BASE_PREC",
                                                 "REFINE_PREC"], prune_configs_by={"early_config_prune": prune_configs})
+# No alignment specialization of A/Ai: with 16-byte alignment Triton vectorizes the bf16 stores 8 wide
+# and makes that store layout (8 columns per lane) the layout of the whole inverse, where the row
+# substitution costs twice the instructions (bench/compile_time); the accesses stay coalesced without it.
 @triton.jit(do_not_specialize=["T", "n_items"], do_not_specialize_on_alignment=["A", "Ai"])
 def solve_tril_kernel(A, Ai, cu_seqlens, chunk_indices, T, n_items, H: tl.constexpr, BT: tl.constexpr,
                       S: tl.constexpr, IS_VARLEN: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr,
