@@ -186,7 +186,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
     else:
-        from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
+        from deltainv.kernels.gdn.triton import KK_PER_HEAD, _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
         s = GDN_SHAPE
@@ -195,7 +195,8 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
                   "BT": c.bt, "IS_VARLEN": False, "USE_G": True, "GATE_LOG2": False, "STORE_A": False,
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
-                  "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+                  "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
+                  "NC": c.nc}
         trips = s["HV"] // s["H"]
     signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
