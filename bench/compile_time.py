@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the existing results' rows of the kernels not compiled in this run")
     args = ap.parse_args(argv)
 
     # A cold compile every time: Triton's on-disk cache would otherwise answer in milliseconds.
@@ -265,11 +267,17 @@ def _run(args) -> int:
             "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
-    rows: list[dict] = []
+    kept: list[dict] = []
+    if args.update and (out / "compile_time.json").exists():
+        old = json.loads((out / "compile_time.json").read_text())
+        ran = {c.kernel for c in todo}
+        kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if r["kernel"] not in ran]
+        meta["planned"] += len(kept)
+    rows: list[dict] = list(kept)
     for n, c in enumerate(todo, 1):
         r = compile_config(c, args.arch)
         predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
-        rows.append({"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
+        rows.append({"command": meta["command"], "kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
                      "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
                      "default": is_default(c)})
         print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
@@ -284,7 +292,9 @@ def _run(args) -> int:
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
-             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}` ({len(rows)} of {meta['planned']} configs).",
+             f"triton {meta['triton']}, {meta['date']}. "
+             + "; ".join(f"`{cmd}`" for cmd in dict.fromkeys(r.get("command", meta["command"]) for r in rows))
+             + f" ({len(rows)} of {meta['planned']} configs).",
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
