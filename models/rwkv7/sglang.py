@@ -55,34 +55,41 @@ class RWKV7AttnBackend(MambaAttnBackendBase):
     """SGLang linear-attention backend of deltainv's RWKV-7: plans each step once, then gives every
     layer its slots of SGLang's Mamba state pool (see the module docstring)."""
 
-    groups: list[Group] | None = None
+    _plan: tuple[object, list[Group]] | None = None
 
-    def init_forward_metadata(self, forward_batch: ForwardBatch):
-        super().init_forward_metadata(forward_batch)
+    def groups(self, forward_batch: ForwardBatch) -> list[Group]:
+        """This step's plan, made on the first layer's call from the step's metadata (SGLang builds a new
+        ``forward_metadata`` object every step, whichever of its init paths ran, so a plan is never stale)."""
         md = self.forward_metadata
-        if md.query_start_loc is None:
-            self.groups = []
-            return
-        self.groups = serving.plan_groups(md.query_start_loc.tolist(), md.mamba_cache_indices)
-        _note_firsts(forward_batch, self.groups)
+        if md is None:
+            raise RuntimeError(f"{type(self).__name__}: forward before init_forward_metadata")
+        if self._plan is None or self._plan[0] is not md:
+            groups = [] if md.query_start_loc is None else serving.plan_groups(md.query_start_loc.tolist(),
+                                                                               md.mamba_cache_indices)
+            self._plan = (md, groups)
+            _note_firsts(forward_batch, groups)
+        return self._plan[1]
 
     def layer_state(self, layer_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(shift [slots, 2, D], wkv [slots, H, K, V])``: layer ``layer_id``'s views of the pool."""
         cache = self.req_to_token_pool.mamba2_layer_cache(layer_id)
         return cache.conv[0], cache.temporal
 
-    def _run(self, layer: RWKV7DecoderLayer, x: torch.Tensor, v_first: torch.Tensor):
-        if self.groups is None:
-            raise RuntimeError(f"{type(self).__name__}: forward before init_forward_metadata")
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int):
+        # The plan reads the batch layout on the host each step; a captured graph would replay a stale one.
+        raise RuntimeError(f"deltainv's SGLang {ARCH} does not support CUDA graphs; they are switched off at "
+                           "start-up unless something re-enabled them (--cuda-graph-backend-decode/-prefill)")
+
+    def _run(self, layer: RWKV7DecoderLayer, forward_batch: ForwardBatch, x: torch.Tensor, v_first: torch.Tensor):
         shift, wkv = self.layer_state(layer.layer_id)
-        return layer.step(x, v_first, self.groups, shift, wkv)
+        return layer.step(x, v_first, self.groups(forward_batch), shift, wkv)
 
     # SGLang's HybridLinearAttnBackend calls these for every non-full-attention layer.
-    def forward_decode(self, *, layer, mixed_qkv, v_first, **_):
-        return self._run(layer, mixed_qkv, v_first)
+    def forward_decode(self, *, layer, forward_batch, mixed_qkv, v_first, **_):
+        return self._run(layer, forward_batch, mixed_qkv, v_first)
 
-    def forward_extend(self, *, layer, mixed_qkv, v_first, **_):
-        return self._run(layer, mixed_qkv, v_first)
+    def forward_extend(self, *, layer, forward_batch, mixed_qkv, v_first, **_):
+        return self._run(layer, forward_batch, mixed_qkv, v_first)
 
 
 def _note_firsts(forward_batch: ForwardBatch, groups: list[Group]) -> None:

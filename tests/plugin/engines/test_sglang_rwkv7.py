@@ -57,6 +57,7 @@ def test_entry_point_registers_config_backend_and_model_lazily(report):
 def test_sglang_registry_finds_the_model_for_rwkv7_only(report):
     reg = report["registry"]
     assert reg["rwkv7"] == "deltainv.models.rwkv7.sglang.RWKV7ForCausalLM"
+    assert reg["external_package"] == {"RWKV7ForCausalLM": reg["rwkv7"]}  # SGLANG_EXTERNAL_MODEL_PACKAGE's loader
     assert reg["qwen3_next"] == "sglang.srt.models.qwen3_next.Qwen3NextForCausalLM"
     assert reg["qwen3_next_linear_spec"] is None  # our linear-attention spec never matches another config
     refused = report["refused"]

@@ -112,6 +112,11 @@ parallel_state.initialize_model_parallel(backend="gloo")
 cls, arch = get_model_architecture(mc)
 report["registry"] = {"rwkv7": f"{cls.__module__}.{cls.__qualname__}", "rwkv7_arch": arch,
                       "state": {k: v for k, v in sglang_models.state.items() if not k.startswith("_")}}
+from sglang.srt.models.registry import import_model_classes  # noqa: E402
+
+# SGLANG_EXTERNAL_MODEL_PACKAGE's loader on deltainv's package (what SGLang runs when the variable names it).
+report["registry"]["external_package"] = {arch: f"{c.__module__}.{c.__qualname__}" for arch, c in
+                                          import_model_classes("deltainv.models.sglang_models", strict=True).items()}
 qwen_mc = ModelConfig(str(qwen))
 qcls, _ = get_model_architecture(qwen_mc)
 report["registry"]["qwen3_next"] = f"{qcls.__module__}.{qcls.__qualname__}"
