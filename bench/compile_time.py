@@ -65,19 +65,23 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for ``gdn_intra``, with the default W/U precision too)."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    """The default recipe's configs (for ``gdn_intra``, with the default W/U precision of bf16 models)."""
+    import torch
+
+    from deltainv.kernels.chunking import default_wu_precision
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel == "gdn_intra" else "")
+    want = f"{p}:{p}:{p}" + (f":{default_wu_precision(torch.bfloat16)}" if c.kernel == "gdn_intra" else "")
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
     use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    import torch
+
+    from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
@@ -93,8 +97,9 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
-                if kernel == "gdn_intra":  # W/U in bf16 (fla's products); the default's also at the default W/U
-                    wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
+                if kernel == "gdn_intra":  # W/U as bf16 models get them (fla's products); the default's also in tf32x3
+                    wus = dict.fromkeys([default_wu_precision(torch.bfloat16)]
+                                        + ([FULL_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out

@@ -22,7 +22,7 @@ from ..triton_tiles import dot, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
-from ..chunking import DEFAULT_WU_PRECISION, check_inputs
+from ..chunking import check_inputs, default_wu_precision
 
 
 @triton.jit
@@ -211,7 +211,7 @@ def chunk_gated_delta_rule_fwd_intra(
     if BT > MAX_CHUNK:
         raise ValueError(f"the fused GDN kernel supports chunk sizes up to {MAX_CHUNK} (the engines use 64); "
                          f"got {BT}: use backend='torch' for it")
-    wu = resolve("substitution", DEFAULT_WU_PRECISION if wu_precision is None else wu_precision).precision
+    wu = resolve("substitution", default_wu_precision(k.dtype, wu_precision)).precision
     k, v, beta = k.contiguous(), v.contiguous(), beta.contiguous()
     g = g.contiguous() if g is not None else None
     if cu_seqlens is not None:
