@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
     ap.add_argument("--update", action="store_true",
-                    help="keep the existing results' rows of the kernels not compiled in this run")
+                    help="keep the existing results' rows of the (kernel, BT) pairs not compiled in this run")
     args = ap.parse_args(argv)
 
     # A cold compile every time: Triton's on-disk cache would otherwise answer in milliseconds.
@@ -270,8 +270,8 @@ def _run(args) -> int:
     kept: list[dict] = []
     if args.update and (out / "compile_time.json").exists():
         old = json.loads((out / "compile_time.json").read_text())
-        ran = {c.kernel for c in todo}
-        kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if r["kernel"] not in ran]
+        ran = {(c.kernel, c.bt) for c in todo}
+        kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if (r["kernel"], r["bt"]) not in ran]
         meta["planned"] += len(kept)
     rows: list[dict] = list(kept)
     for n, c in enumerate(todo, 1):
