@@ -40,16 +40,20 @@ SMS, ISSUE_PER_CYCLE, CLOCK_HZ, COPY_BPS = 132, 4, 1.75e9, 2.95e12
 SHAPE = {"B": 32, "H": 4, "T": 4096}
 #: The fused GDN kernel's shape: Qwen3-Next's heads (16 key, 32 value, d 128), B1 T16k.
 GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
+#: The fused KDA kernel's shape: Kimi-Linear-48B's heads (32, d 128), B1 T16k.
+KDA_SHAPE = {"B": 1, "T": 16384, "H": 32, "HV": 32, "K": 128, "V": 128}
+#: Fused intra kernels (per chunk and value head counts), and the kernel a config names.
+FUSED = ("gdn_intra", "kda_intra")
 
 
 @dataclass(frozen=True)
 class Config:
-    kernel: str        # "solve_tril" or "gdn_intra"
+    kernel: str        # "solve_tril", "gdn_intra" or "kda_intra"
     method: str
     bt: int
     nc: int
     warps: int
-    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra)
+    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":wu:a" for kda_intra)
 
 
 def gpu_recipes() -> dict[str, str]:
@@ -65,37 +69,47 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for ``gdn_intra``, with the default W/U precision too)."""
+    """The default recipe's configs (for the fused kernels, with the default W/U (and A) precision too)."""
     from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel == "gdn_intra" else "")
+    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel in FUSED else "") \
+        + (f":{DEFAULT_A_PRECISION}" if c.kernel == "kda_intra" else "")
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
-    use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
+    use), then 32, 16 and 128; the default method first; the fused GDN and KDA kernels after solve_tril.
+
+    ``kda_intra``: W/U in bf16 with the decayed ``Akk``/``Aqk`` products in tf32 (fla's precisions) and
+    in tf32x3 (deltainv's default, the fp32 reference's numbers); the default method also with the
+    default W/U precision."""
     from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
     from deltainv.kernels.gdn.triton import MAX_CHUNK
+    from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
+    from deltainv.kernels.kda.triton import MAX_CHUNK as KDA_MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
 
     order = {64: 0, 32: 1, 16: 2, 128: 3}
     methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
     out = []
-    for kernel in ("solve_tril", "gdn_intra"):
+    for kernel in ("solve_tril",) + FUSED:
         if kernel not in kernels:
             continue
         for bt in sorted(bts, key=lambda b: order.get(b, 9)):
-            if kernel == "gdn_intra" and bt > MAX_CHUNK:
+            if bt > {"gdn_intra": MAX_CHUNK, "kda_intra": KDA_MAX_CHUNK}.get(kernel, bt):
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
-                if kernel == "gdn_intra":  # W/U in bf16 (fla's products); the default's also at the default W/U
+                if kernel in FUSED:  # W/U in bf16 (fla's products); the default's also at the default W/U
                     wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
+                if kernel == "kda_intra":
+                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys(["tf32", DEFAULT_A_PRECISION])]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 
@@ -170,7 +184,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    merge, base, refine, *wu = c.precisions.split(":")
+    merge, base, refine, *extra = c.precisions.split(":")
     if c.kernel == "solve_tril":
         from deltainv.kernels.tril.triton import solve_tril_kernel, tile_edge
 
@@ -180,7 +194,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": SHAPE["H"], "BT": c.bt, "S": tile_edge(c.method, c.bt), "IS_VARLEN": False,
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
-    else:
+    elif c.kernel == "gdn_intra":
         from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
@@ -190,8 +204,24 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
                   "BT": c.bt, "IS_VARLEN": False, "USE_G": True, "GATE_LOG2": False, "STORE_A": False,
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
-                  "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+                  "REFINE_PREC": refine, "WU_PREC": extra[0], "NC": c.nc}
         trips = s["HV"] // s["H"]
+    else:
+        from deltainv.kernels.kda.triton import _a_block
+        from deltainv.kernels.kda.triton import _block as kda_block
+        from deltainv.kernels.kda.triton import kda_intra_kernel
+
+        fn = _jit(kda_intra_kernel)
+        s = KDA_SHAPE
+        # fla's dtypes: bf16 q, k, v, beta and outputs; fp32 cumulative gate; no qg (disable_recompute off)
+        types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "g": "*fp32", "beta": "*bf16", "w": "*bf16",
+                 "u": "*bf16", "qg": "*bf16", "kg": "*bf16", "Aqk": "*bf16", "Akk": "*bf16", "scale": "fp32",
+                 "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "n_items": "i32"}
+        values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BKA": _a_block(s["K"]), "BK": kda_block(s["K"]),
+                  "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True, "HAS_V": True,
+                  "STORE_A": False, "STORE_QG": False, "A_PREC": extra[1], "METHOD": c.method, "PREC": merge,
+                  "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": extra[0], "NC": c.nc}
+        trips = 1
     signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
     # Triton runs ptxas with -v and prints its log on request; keep it instead of running ptxas twice.
@@ -220,22 +250,31 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
     if c.kernel == "solve_tril":
         chunks = SHAPE["B"] * SHAPE["H"] * SHAPE["T"] // c.bt
         nbytes = SHAPE["B"] * SHAPE["T"] * SHAPE["H"] * c.bt * (4 + 2)  # fp32 A in, bf16 out
-    else:
+    elif c.kernel == "gdn_intra":
         s = GDN_SHAPE
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
         nbytes = s["B"] * s["T"] * (s["H"] * s["K"] + 2 * s["HV"] * s["V"] + s["HV"] * s["K"]) * 2 \
             + s["B"] * s["T"] * s["HV"] * 2 * 4  # k, v in; w, u out (bf16); beta, g
+    else:
+        s = KDA_SHAPE
+        chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
+        # q, k, v in, w, u, kg, Aqk out (bf16); g in (fp32), beta (bf16); Akk not stored
+        nbytes = s["B"] * s["T"] * (2 * s["H"] * s["K"] + s["HV"] * s["V"] + 2 * s["HV"] * s["K"] + s["HV"] * s["V"]
+                                    + s["HV"] * c.bt + s["HV"]) * 2 + s["B"] * s["T"] * s["HV"] * s["K"] * 4
     issue = instructions_per_chunk * chunks / (SMS * ISSUE_PER_CYCLE * CLOCK_HZ)
     return round(issue * 1e6, 1), round(nbytes / COPY_BPS * 1e6, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="solve_tril,gdn_intra", help="comma list: solve_tril, gdn_intra")
+    ap.add_argument("--kernels", default="solve_tril,gdn_intra,kda_intra",
+                    help="comma list: solve_tril, gdn_intra, kda_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the existing results that this run does not recompile (a partial update)")
     args = ap.parse_args(argv)
 
     # A cold compile every time: Triton's on-disk cache would otherwise answer in milliseconds.
@@ -257,9 +296,19 @@ def _run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
+            "kda_shape": KDA_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
     rows: list[dict] = []
+    if args.merge and (out / "compile_time.json").exists():
+        def key(r):
+            return (r["kernel"], r["method"], r["bt"], r["chunks_per_program"], r["warps"], r["precisions"])
+
+        old = json.loads((out / "compile_time.json").read_text())
+        redo = {(c.kernel, c.method, c.bt, c.nc, c.warps, c.precisions) for c in todo}
+        rows = [r for r in old["rows"] if key(r) not in redo]
+        meta["command"] = f"{old['meta']['command']}; then {meta['command']}"
+        meta["planned"] += len(rows)
     for n, c in enumerate(todo, 1):
         r = compile_config(c, args.arch)
         predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
@@ -282,7 +331,8 @@ def write(out: Path, meta: dict, rows: list[dict]) -> None:
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
-             "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128) "
+             "for the fused kernels), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
+             "kda_intra: B1 T16k, 32 heads, d 128, Akk not stored) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
              "| kernel | method | BT | NC | warps | merge:base:refine(:wu) | seconds | registers | spill B | "
              "MMA/chunk | warp-instr/chunk | predicted us | floor us |",

@@ -167,8 +167,8 @@ def _store_tiles(X, dst, base, row_stride, n_rows, scale, NC: tl.constexpr, S: t
                  prune_configs_by={"early_config_prune": prune_configs})
 @triton.jit(do_not_specialize=["T", "n_items"])
 def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens, chunk_indices, T, n_items,
-                     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, GATE_LOG2: tl.constexpr,
+                     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKA: tl.constexpr,
+                     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, GATE_LOG2: tl.constexpr,
                      HAS_V: tl.constexpr, STORE_A: tl.constexpr, STORE_QG: tl.constexpr, A_PREC: tl.constexpr,
                      METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
                      REFINE_PREC: tl.constexpr, WU_PREC: tl.constexpr, NC: tl.constexpr):
@@ -182,10 +182,10 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
     a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
     o = tl.arange(0, S)
     # Aqk first, stored at once: its tiles are dead before Akk's are born
-    P = _decayed(q, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BK, False, False,
+    P = _decayed(q, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BKA, False, False,
                  GATE_LOG2, A_PREC)
     _store_tiles(P, Aqk, a_base, HV * BT, n_rows, scale, NC, S, NB, BT)
-    L = _decayed(k, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BK, True, True,
+    L = _decayed(k, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BKA, True, True,
                  GATE_LOG2, A_PREC)
     b = ()
     for i in tl.static_range(NB):
@@ -249,6 +249,12 @@ def _block(n: int) -> int:
     """Column slice of K / V per step (32 wide, as the fused GDN kernel: keeps the slices' registers
     from pushing the live tiles into local memory)."""
     return max(16, min(32, 1 << (n - 1).bit_length()))
+
+
+def _a_block(n: int) -> int:
+    """Column slice of the decayed ``Akk``/``Aqk`` products: 16 wide, since each slice holds q, k and
+    the gate of every row tile beside the ten live accumulator tiles."""
+    return 16
 
 
 def chunk_kda_fwd_intra(
@@ -328,7 +334,7 @@ def chunk_kda_fwd_intra(
         kda_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
             q, k, v, gk, beta, res["w"], res["u"], res["qg"], res["kg"], res["Aqk"], res["Akk"], scale,
             cu_seqlens, chunk_indices, T, n_items,
-            H=H, HV=HV, K=K, V=V, BK=_block(K), BV=_block(V) if V else 16, BT=BT, IS_VARLEN=cu_seqlens is not None,
+            H=H, HV=HV, K=K, V=V, BKA=_a_block(K), BK=_block(K), BV=_block(V) if V else 16, BT=BT, IS_VARLEN=cu_seqlens is not None,
             GATE_LOG2=gate_log2, HAS_V=v is not None, STORE_A=store_a, STORE_QG=with_qg and v is not None,
             A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision, BASE_PREC=recipe.base_precision,
             REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
