@@ -27,10 +27,12 @@ needs to lie between the two rows:
 Rows past a partial chunk's end read the gate of the chunk's last real row (edge padding, as the
 PyTorch reference does) and zero data, so no exponent is ever large and no value is ever non-finite.
 
-Products: the decayed ``Akk`` / ``Aqk`` tiles in ``A_PREC`` (``tf32x3``: the fp32 reference's
-numbers; ``tf32``: fla's), the inverse by the shared :func:`~deltainv.kernels.tril.tiled.invert_tiles`,
-W/U in ``WU_PREC``. ``Akk`` is written only when asked (``store_a``); every written element is
-written exactly once (zeros above the diagonal), so no output needs a zero-fill.
+Schedule: row tile by row tile, ``Aqk``'s and ``Akk``'s tiles of the row come from one pass over K
+(the row's decayed q and k share their exponent), ``Aqk``'s row is stored at once, ``Akk``'s is scaled
+by beta and kept; then the shared :func:`~deltainv.kernels.tril.tiled.invert_tiles` and W/U. Products:
+the decayed tiles in ``A_PREC`` (``tf32x3``: the fp32 reference's numbers; ``tf32``: fla's), W/U in
+``WU_PREC``. ``Akk`` is written only when asked (``store_a``); every written element is written
+exactly once (zeros above the diagonal), so no output needs a zero-fill.
 Contract: :func:`deltainv.kernels.kda.pytorch.chunk_kda_fwd_intra`.
 """
 
@@ -92,70 +94,66 @@ def _t(x):
 
 
 @triton.jit
-def _decayed(a, a_base, b, b_base, ab_stride, g, g_base, g_stride, n_rows, NC: tl.constexpr, S: tl.constexpr,
-             NB: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, STRICT: tl.constexpr, SAME: tl.constexpr,
-             GATE_LOG2: tl.constexpr, A_PREC: tl.constexpr):
-    """Lower tiles (``tri`` order) of ``M_ij = sum_c a_ic b_jc exp(G_ic - G_jc)`` for ``i > j`` (``i >= j``
-    unless ``STRICT``), 0 elsewhere and on rows past the end, accumulated over K in BK-wide slices.
+def _row_tiles(q, k, qk_base, qk_stride, g, g_base, g_stride, n_rows, I: tl.constexpr, NC: tl.constexpr,
+               S: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, GATE_LOG2: tl.constexpr, A_PREC: tl.constexpr):
+    """Tiles ``(I, J)``, ``J <= I``, of ``P = lower(q k^T decay)`` (``i >= j``) and ``Q = strictLower(k k^T
+    decay)``, ``decay_ij = exp(G_i - G_j)`` per channel; 0 on rows past the end. Accumulated over K in
+    BK-wide slices; the row tile's decayed q and k serve both (one exponent, one load, per element).
 
-    ``SAME``: ``a`` and ``b`` are the same rows (``Akk``), so each decayed operand is formed once.
+    Row by row, only ``2 (I + 1)`` accumulators are live, and ``P``'s row is stored before the next
+    one starts; the earlier row tiles' k and gate are re-read (from cache) instead of kept.
     """
     o = tl.arange(0, S)
-    M = ()
-    for i in tl.static_range(NB):
-        for j in tl.static_range(i + 1):
-            M = M + (zeros(NC, S),)
+    P = ()
+    Q = ()
+    for j in tl.static_range(I + 1):
+        P = P + (zeros(NC, S),)
+        Q = Q + (zeros(NC, S),)
     for c in tl.static_range(0, K, BK):
-        A = ()
-        B = ()
-        G = ()
-        for i in tl.static_range(NB):  # every load of the slice first
-            offs, cm = _rows(a_base, ab_stride, i, S, c, BK, K)
-            A = A + (tl.load(a + offs, mask=row_mask(n_rows, i, S) & cm, other=0.0).to(tl.float32),)
-            if not SAME:
-                offs, cm = _rows(b_base, ab_stride, i, S, c, BK, K)
-                B = B + (tl.load(b + offs, mask=row_mask(n_rows, i, S) & cm, other=0.0).to(tl.float32),)
-            G = G + (_gate(g, g_base, g_stride, (i * S + o)[None, :], n_rows, c, BK, K),)
-        if SAME:
-            B = A
-        # off-diagonal tiles: reference = the first row of row tile I
-        for i in tl.static_range(1, NB):
-            gr = _gate(g, g_base, g_stride, tl.full((1, 1), i * S, tl.int32), n_rows, c, BK, K)
-            left = prep(A[i] * _exp(G[i] - gr, GATE_LOG2), A_PREC)
-            for j in tl.static_range(i):
-                right = prep(_t(B[j] * _exp(gr - G[j], GATE_LOG2)), A_PREC)
-                M = put(M, tri(i, j), dot(left, right, M[tri(i, j)], A_PREC))
-        # diagonal tiles: level s joins row s-block 2p+1 with column s-block 2p at the row block's first row
-        for i in tl.static_range(NB):
-            acc = M[tri(i, i)]
-            if not STRICT:
-                d = dot(prep(A[i], A_PREC), prep(_t(B[i]), A_PREC), zeros(NC, S), A_PREC)
-                acc += tl.where((o[:, None] == o[None, :])[None, :, :], d, 0.0)
-            for n in tl.static_range(log2(S)):  # s = pow2(n) (inline: a name bound here would become a tensor)
-                ref = (o // (2 * pow2(n))) * (2 * pow2(n)) + pow2(n)
-                gr = _gate(g, g_base, g_stride, (i * S + ref)[None, :], n_rows, c, BK, K)
-                lower = ((o // pow2(n)) % 2 == 1)[None, :, None]  # row side: G_i <= G_r; column side: G_r <= G_j
-                e = _exp(tl.where(lower, G[i] - gr, gr - G[i]), GATE_LOG2)
-                left = A[i] * e
-                if SAME:
-                    right = left
-                else:
-                    right = B[i] * e
-                d = dot(prep(left, A_PREC), prep(_t(right), A_PREC), zeros(NC, S), A_PREC)
-                acc += band(d, S, pow2(n))
-            M = put(M, tri(i, i), acc)
-    return M
+        offs, cm = _rows(qk_base, qk_stride, I, S, c, BK, K)
+        m = row_mask(n_rows, I, S) & cm
+        qi = tl.load(q + offs, mask=m, other=0.0).to(tl.float32)
+        ki = tl.load(k + offs, mask=m, other=0.0).to(tl.float32)
+        gi = _gate(g, g_base, g_stride, (I * S + o)[None, :], n_rows, c, BK, K)
+        if I > 0:  # off-diagonal tiles: reference = the first row of row tile I
+            gr = _gate(g, g_base, g_stride, tl.full((1, 1), I * S, tl.int32), n_rows, c, BK, K)
+            e = _exp(gi - gr, GATE_LOG2)
+            ql = prep(qi * e, A_PREC)
+            kl = prep(ki * e, A_PREC)
+            for j in tl.static_range(I):
+                offs_j, cm_j = _rows(qk_base, qk_stride, j, S, c, BK, K)
+                kj = tl.load(k + offs_j, mask=row_mask(n_rows, j, S) & cm_j, other=0.0).to(tl.float32)
+                gj = _gate(g, g_base, g_stride, (j * S + o)[None, :], n_rows, c, BK, K)
+                r = prep(_t(kj * _exp(gr - gj, GATE_LOG2)), A_PREC)
+                P = put(P, j, dot(ql, r, P[j], A_PREC))
+                Q = put(Q, j, dot(kl, r, Q[j], A_PREC))
+        # diagonal tile: level s joins row s-block 2p+1 with column s-block 2p at the row block's first row
+        dp = dot(prep(qi, A_PREC), prep(_t(ki), A_PREC), zeros(NC, S), A_PREC)
+        dp = P[I] + tl.where((o[:, None] == o[None, :])[None, :, :], dp, 0.0)
+        dq = Q[I]
+        for n in tl.static_range(log2(S)):  # s = pow2(n) (inline: a name bound here would become a tensor)
+            ref = (o // (2 * pow2(n))) * (2 * pow2(n)) + pow2(n)
+            gr = _gate(g, g_base, g_stride, (I * S + ref)[None, :], n_rows, c, BK, K)
+            lower = ((o // pow2(n)) % 2 == 1)[None, :, None]  # row side: G_i <= G_r; column side: G_r <= G_j
+            e = _exp(tl.where(lower, gi - gr, gr - gi), GATE_LOG2)
+            ke = ki * e
+            r = prep(_t(ke), A_PREC)
+            dp += band(dot(prep(qi * e, A_PREC), r, zeros(NC, S), A_PREC), S, pow2(n))
+            dq += band(dot(prep(ke, A_PREC), r, zeros(NC, S), A_PREC), S, pow2(n))
+        P = put(P, I, dp)
+        Q = put(Q, I, dq)
+    return P, Q
 
 
 @triton.jit
-def _store_tiles(X, dst, base, row_stride, n_rows, scale, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr,
+def _store_tiles(X, dst, base, row_stride, n_rows, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr,
                  BT: tl.constexpr):
-    """Every ``[S, S]`` tile of the chunks' real rows, ``scale * X`` on and below the diagonal, zeros above."""
+    """Every ``[S, S]`` tile of the chunks' real rows, ``X`` on and below the diagonal, zeros above."""
     for i in tl.static_range(NB):
         for j in tl.static_range(NB):
             offs, cm = _rows(base, row_stride, i, S, j * S, S, BT)
             if j <= i:
-                x = X[tri(i, j)] * scale
+                x = X[tri(i, j)]
             else:
                 x = zeros(NC, S)
             tl.store(dst + offs, x.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
@@ -181,23 +179,26 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
     g_base = tl.multiple_of((row0 * HV + hv) * K, 16)
     a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
     o = tl.arange(0, S)
-    # Aqk first, stored at once: its tiles are dead before Akk's are born
-    P = _decayed(q, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BKA, False, False,
-                 GATE_LOG2, A_PREC)
-    _store_tiles(P, Aqk, a_base, HV * BT, n_rows, scale, NC, S, NB, BT)
-    L = _decayed(k, qk_base, k, qk_base, H * K, g, g_base, HV * K, n_rows, NC, S, NB, K, BKA, True, True,
-                 GATE_LOG2, A_PREC)
+    L = ()
     b = ()
     for i in tl.static_range(NB):
+        P, Q = _row_tiles(q, k, qk_base, H * K, g, g_base, HV * K, n_rows, i, NC, S, K, BKA, GATE_LOG2, A_PREC)
+        for j in tl.static_range(NB):  # Aqk's row tile i, zeros above the diagonal: written once, now
+            offs, cm = _rows(a_base, HV * BT, i, S, j * S, S, BT)
+            if j <= i:
+                x = P[j] * scale
+            else:
+                x = zeros(NC, S)
+            tl.store(Aqk + offs, x.to(Aqk.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
         rows = i * S + o
         bi = tl.load(beta + (row0[:, None] + rows[None, :]) * HV + hv[:, None], mask=rows[None, :] < n_rows[:, None],
                      other=0.0).to(tl.float32)
         b = b + (bi,)
         for j in tl.static_range(i + 1):
-            L = put(L, tri(i, j), L[tri(i, j)] * bi[:, :, None])
+            L = L + (Q[j] * bi[:, :, None],)
     X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
     if STORE_A:
-        _store_tiles(X, Akk, a_base, HV * BT, n_rows, 1.0, NC, S, NB, BT)
+        _store_tiles(X, Akk, a_base, HV * BT, n_rows, NC, S, NB, BT)
     if HAS_V:
         XP = ()
         for i in tl.static_range(NB):

@@ -56,3 +56,32 @@ def test_ptxas_report_is_parsed():
            "ptxas-blackwell info    : Used 32 registers, used 1 barriers, 7824 bytes cumulative stack size\n")
     assert ptxas_stats(log) == {"registers": 32, "spill_stores": 16664, "spill_loads": 24576}
     assert ptxas_stats("") == {"registers": -1, "spill_stores": -1, "spill_loads": -1}
+
+
+def test_kda_intra_configs_and_a_partial_update(tmp_path, monkeypatch):
+    """The fused KDA configs (chunk sizes up to 64, A products in tf32 and tf32x3), and ``--merge``
+    replacing only the rows it recompiles (the compile itself is stubbed: minutes per config)."""
+    from deltainv.bench import compile_time
+
+    cfgs = compile_time.configs("kda_intra", [64, 128], ["substitution", "mxr"])
+    assert cfgs and {(c.kernel, c.bt) for c in cfgs} == {("kda_intra", 64)}
+    assert {c.precisions.split(":")[-1] for c in cfgs} == {"tf32", "tf32x3"}
+    assert sum(compile_time.is_default(c) for c in cfgs) == 2  # the default recipe at its two (NC, warps)
+    predicted, floor = model_us(cfgs[0], 10_000)
+    assert predicted > 0 and floor > 300  # B1 T16k, 32 heads, d 128: > 1 GB moved
+    keep = {"kernel": "solve_tril", "method": "mxr", "bt": 16, "chunks_per_program": 4, "warps": 4,
+            "precisions": "tf32x3:tf32x3:tf32x3", "seconds": 1.0, "registers": 100, "spill_bytes": 0,
+            "mma_per_chunk": 1, "warp_instructions_per_chunk": 1000, "predicted_us": 1.0, "floor_us": 1.0,
+            "default": False}
+    c = cfgs[0]
+    stale = {**keep, "kernel": c.kernel, "method": c.method, "bt": c.bt, "chunks_per_program": c.nc,
+             "warps": c.warps, "precisions": c.precisions, "warp_instructions_per_chunk": 1}
+    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "before"}, "rows": [keep, stale]}))
+    fake = {"seconds": 2.0, "registers": 200, "spill_bytes": 0, "mma_per_chunk": 10,
+            "warp_instructions_per_chunk": 5000}
+    monkeypatch.setattr(compile_time, "compile_config", lambda c, arch=90: dict(fake))
+    assert compile_time.main(["--kernels", "kda_intra", "--bt", "64", "--methods", c.method, "--out", str(tmp_path),
+                              "--merge"]) == 0
+    rows = json.loads((tmp_path / "compile_time.json").read_text())["rows"]
+    assert rows[0] == keep and len(rows) == 1 + sum(x.method == c.method for x in cfgs)
+    assert all(r["warp_instructions_per_chunk"] == 5000 for r in rows[1:])
