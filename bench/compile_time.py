@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: solve_tril, gdn_intra, kda_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
+    ap.add_argument("--precisions", help="comma list: compile only configs with these precision strings "
+                    "(as in the table, e.g. tf32x3:tf32x3:tf32x3:bf16:tf32)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
     ap.add_argument("--merge", action="store_true",
@@ -291,6 +293,8 @@ def _run(args) -> int:
     import triton
 
     todo = configs(args.kernels, [int(b) for b in args.bt.split(",")], args.methods.split(","))
+    if args.precisions:
+        todo = [c for c in todo if c.precisions in args.precisions.split(",")]
     host = f"cpu-{platform.machine()}".lower().replace("_", "-")
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)

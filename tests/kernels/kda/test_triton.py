@@ -131,10 +131,11 @@ def test_store_a_off_no_v_and_gate_units(seed):
 
 
 def test_matches_fla_chunk_kda_fwd_intra(seed):
-    """fla 0.6.0's own kernel (token-parallel diagonal, tf32 merges, bf16-free fp32 inputs) against ours."""
+    """fla 0.6.0's own kernel (token-parallel diagonal, tf32 off-diagonal products and merges; fp32
+    inputs, since the interpreter's bf16 math is not the GPU's) against ours."""
     fla_intra = pytest.importorskip("fla.ops.kda.chunk_intra")
     BT = 64
-    q, k, v, gk, beta, cu = _inputs(seed, T=100, cu=(0, 45, 100), gate=1.0)
+    q, k, v, gk, beta, cu = _inputs(seed, T=100, H=1, HV=2, cu=(0, 45, 100), gate=1.0)
     theirs = fla_intra.chunk_kda_fwd_intra(q, k, v, gk, beta, scale=0.2, cu_seqlens=cu.long(), chunk_size=BT,
                                            disable_recompute=True)
     ours = fused(q, k, v, gk, beta, 0.2, cu, BT, with_qg=True, method="substitution", precision="fp32",
