@@ -42,7 +42,7 @@ SHAPE = {"B": 32, "H": 4, "T": 4096}
 GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
 #: The fused KDA kernel's shape: Kimi-Linear-48B's heads (32, d 128), B1 T16k.
 KDA_SHAPE = {"B": 1, "T": 16384, "H": 32, "HV": 32, "K": 128, "V": 128}
-#: Fused intra kernels (per chunk and value head counts), and the kernel a config names.
+#: The fused intra kernels (counted per chunk and value head).
 FUSED = ("gdn_intra", "kda_intra")
 
 
@@ -69,13 +69,16 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for the fused kernels, with the default W/U (and A) precision too)."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    """The default recipe's configs (for the fused kernels, with the default W/U precision of bf16 models;
+    for ``kda_intra`` also the default precision of the decayed ``Akk``/``Aqk`` products)."""
+    import torch
+
+    from deltainv.kernels.chunking import default_wu_precision
     from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel in FUSED else "") \
+    want = f"{p}:{p}:{p}" + (f":{default_wu_precision(torch.bfloat16)}" if c.kernel in FUSED else "") \
         + (f":{DEFAULT_A_PRECISION}" if c.kernel == "kda_intra" else "")
     return c.method == DEFAULT_METHOD and c.precisions == want
 
@@ -84,10 +87,11 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
     use), then 32, 16 and 128; the default method first; the fused GDN and KDA kernels after solve_tril.
 
-    ``kda_intra``: W/U in bf16 with the decayed ``Akk``/``Aqk`` products in tf32 (fla's precisions) and
-    in tf32x3 (deltainv's default, the fp32 reference's numbers); the default method also with the
-    default W/U precision."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    ``kda_intra``: each W/U precision with the decayed ``Akk``/``Aqk`` products in tf32 (fla's) and in
+    tf32x3 (deltainv's default, the fp32 reference's numbers)."""
+    import torch
+
+    from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.kda.triton import MAX_CHUNK as KDA_MAX_CHUNK
@@ -105,8 +109,9 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
-                if kernel in FUSED:  # W/U in bf16 (fla's products); the default's also at the default W/U
-                    wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
+                if kernel in FUSED:  # W/U as bf16 models get them (fla's products); the default's also in tf32x3
+                    wus = dict.fromkeys([default_wu_precision(torch.bfloat16)]
+                                        + ([FULL_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
                 if kernel == "kda_intra":
                     precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys(["tf32", DEFAULT_A_PRECISION])]
@@ -184,7 +189,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    merge, base, refine, *extra = c.precisions.split(":")
+    merge, base, refine, *wu = c.precisions.split(":")
     if c.kernel == "solve_tril":
         from deltainv.kernels.tril.triton import solve_tril_kernel, tile_edge
 
@@ -195,7 +200,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
     elif c.kernel == "gdn_intra":
-        from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
+        from deltainv.kernels.gdn.triton import KK_PER_HEAD, _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
         s = GDN_SHAPE
@@ -204,7 +209,8 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
                   "BT": c.bt, "IS_VARLEN": False, "USE_G": True, "GATE_LOG2": False, "STORE_A": False,
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
-                  "REFINE_PREC": refine, "WU_PREC": extra[0], "NC": c.nc}
+                  "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
+                  "NC": c.nc}
         trips = s["HV"] // s["H"]
     else:
         from deltainv.kernels.kda.triton import _a_block
@@ -217,10 +223,10 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "g": "*fp32", "beta": "*bf16", "w": "*bf16",
                  "u": "*bf16", "qg": "*bf16", "kg": "*bf16", "Aqk": "*bf16", "Akk": "*bf16", "scale": "fp32",
                  "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "n_items": "i32"}
-        values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BKA": _a_block(s["K"]), "BK": kda_block(s["K"]),
-                  "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True, "HAS_V": True,
-                  "STORE_A": False, "STORE_QG": False, "A_PREC": extra[1], "METHOD": c.method, "PREC": merge,
-                  "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": extra[0], "NC": c.nc}
+        values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BKA": _a_block(s["K"]),
+                  "BK": kda_block(s["K"]), "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "HAS_V": True, "STORE_A": False, "STORE_QG": False, "A_PREC": wu[1], "METHOD": c.method,
+                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = 1
     signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
@@ -258,8 +264,8 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
     else:
         s = KDA_SHAPE
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
-        # q, k, v in, w, u, kg, Aqk out (bf16); g in (fp32), beta (bf16); Akk not stored
-        nbytes = s["B"] * s["T"] * (2 * s["H"] * s["K"] + s["HV"] * s["V"] + 2 * s["HV"] * s["K"] + s["HV"] * s["V"]
+        # q, k, v in; w, kg, u, Aqk out (bf16); beta (bf16) and the fp32 gate in; Akk not stored
+        nbytes = s["B"] * s["T"] * (2 * s["H"] * s["K"] + 2 * s["HV"] * s["V"] + 2 * s["HV"] * s["K"]
                                     + s["HV"] * c.bt + s["HV"]) * 2 + s["B"] * s["T"] * s["HV"] * s["K"] * 4
     issue = instructions_per_chunk * chunks / (SMS * ISSUE_PER_CYCLE * CLOCK_HZ)
     return round(issue * 1e6, 1), round(nbytes / COPY_BPS * 1e6, 1)
@@ -271,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list: solve_tril, gdn_intra, kda_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
-    ap.add_argument("--precisions", help="comma list: compile only configs with these precision strings "
+    ap.add_argument("--precisions", help="comma list: compile only the configs with these precision strings "
                     "(as in the table, e.g. tf32x3:tf32x3:tf32x3:bf16:tf32)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the rows of the existing results that this run does not recompile (a partial update)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the existing results' rows of the (kernel, BT) pairs not compiled in this run")
     args = ap.parse_args(argv)
 
     # A cold compile every time: Triton's on-disk cache would otherwise answer in milliseconds.
@@ -303,20 +309,17 @@ def _run(args) -> int:
             "kda_shape": KDA_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
-    rows: list[dict] = []
-    if args.merge and (out / "compile_time.json").exists():
-        def key(r):
-            return (r["kernel"], r["method"], r["bt"], r["chunks_per_program"], r["warps"], r["precisions"])
-
+    kept: list[dict] = []
+    if args.update and (out / "compile_time.json").exists():
         old = json.loads((out / "compile_time.json").read_text())
-        redo = {(c.kernel, c.method, c.bt, c.nc, c.warps, c.precisions) for c in todo}
-        rows = [r for r in old["rows"] if key(r) not in redo]
-        meta["command"] = f"{old['meta']['command']}; then {meta['command']}"
-        meta["planned"] += len(rows)
+        ran = {(c.kernel, c.bt) for c in todo}
+        kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if (r["kernel"], r["bt"]) not in ran]
+        meta["planned"] += len(kept)
+    rows: list[dict] = list(kept)
     for n, c in enumerate(todo, 1):
         r = compile_config(c, args.arch)
         predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
-        rows.append({"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
+        rows.append({"command": meta["command"], "kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
                      "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
                      "default": is_default(c)})
         print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
@@ -331,14 +334,16 @@ def _run(args) -> int:
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
-             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}` ({len(rows)} of {meta['planned']} configs).",
+             f"triton {meta['triton']}, {meta['date']}. "
+             + "; ".join(f"`{cmd}`" for cmd in dict.fromkeys(r.get("command", meta["command"]) for r in rows))
+             + f" ({len(rows)} of {meta['planned']} configs).",
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
              "for the fused kernels), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
              "kda_intra: B1 T16k, 32 heads, d 128, Akk not stored) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
-             "| kernel | method | BT | NC | warps | merge:base:refine(:wu) | seconds | registers | spill B | "
+             "| kernel | method | BT | NC | warps | merge:base:refine(:wu(:a)) | seconds | registers | spill B | "
              "MMA/chunk | warp-instr/chunk | predicted us | floor us |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..chunking import DEFAULT_WU_PRECISION, gather, heads_first, scatter
+from ..chunking import FULL_WU_PRECISION, gather, heads_first, scatter
 from ..index import ChunkTable, chunk_table
 from ..precision import check_precision, matmul
 from ..registry import Recipe, resolve
@@ -133,7 +133,8 @@ def chunk_dplr_delta_rule(
             are never factorised). A ``lower_bound`` must be negative, as in fla.
         method, precision, options: the inversion (a registry name and its options, or a
             :class:`~deltainv.kernels.registry.Recipe` from :func:`~deltainv.kernels.registry.resolve`).
-        wu_precision: operand rounding of the W/U products (default ``tf32x3``).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``: W and U stay
+            fp32 here).
         inverse: a study hook replacing the registry, ``A [..., BT, BT] -> (I + A)^-1`` (e.g.
             :func:`deltainv.kernels.dplr.fla_recipe.fla_fp16_inverse`); excludes ``method``.
 
@@ -163,7 +164,8 @@ def chunk_dplr_delta_rule(
         Ai = inverse(-A_ab)
     else:
         Ai = invert(-A_ab, recipe, check_finite=False)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
+    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
     w = matmul(Ai, ac * torch.exp(Ge), wu_precision)
     u = matmul(matmul(Ai, A_ak, wu_precision), vc, wu_precision)
 

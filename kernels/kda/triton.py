@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..chunking import DEFAULT_WU_PRECISION
+from ..chunking import default_wu_precision
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
@@ -284,7 +284,8 @@ def chunk_kda_fwd_intra(
 
     ``recipe`` (or ``method``/``precision``/``options``, resolved here) chooses the inversion;
     ``a_precision`` the decayed ``Akk``/``Aqk`` products (``tf32x3`` default, ``tf32`` as fla,
-    ``fp32``); ``wu_precision`` the W/U products. ``store_a=False`` never writes ``Akk`` (returned as
+    ``fp32``); ``wu_precision`` the W/U products (default: by the dtype W is stored in, as the
+    reference, :func:`deltainv.kernels.chunking.default_wu_precision`). ``store_a=False`` never writes ``Akk`` (returned as
     None). With ``v=None`` only ``(Aqk, Akk)`` are computed (vLLM's contract); ``w, u, qg, kg`` are None.
     ``out`` may hold preallocated contiguous outputs by name (``w, u, qg, kg, Aqk, Akk``).
     With ``chunk_indices`` given there is no device-to-host sync.
@@ -301,7 +302,7 @@ def chunk_kda_fwd_intra(
     a_prec = DEFAULT_A_PRECISION if a_precision is None else a_precision
     if a_prec not in A_PRECISIONS:
         raise ValueError(f"a_precision must be one of {', '.join(A_PRECISIONS)}; got {a_prec!r}")
-    wu = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    wu = check_precision(default_wu_precision(k.dtype, wu_precision))
     scale = K**-0.5 if scale is None else float(scale)
     q, k, gk, beta = q.contiguous(), k.contiguous(), gk.contiguous(), beta.contiguous()
     V = 0

@@ -11,11 +11,21 @@ from deltainv.bench.compile_time import Config, model_us, ptxas_stats, sass_coun
 def test_compiles_a_bt16_slice_for_hopper_and_counts_its_sass(tmp_path):
     # Not under the interpreter: there @triton.jit gives interpreted functions, with nothing to compile.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # --update keeps an earlier run's rows of other (kernel, BT) pairs and replaces those compiled
+    old = {k: 1 for k in ("bt", "warps", "chunks_per_program", "registers", "spill_bytes", "seconds",
+                          "mma_per_chunk", "warp_instructions_per_chunk", "predicted_us", "floor_us")}
+    earlier = [{**old, "kernel": "gdn_intra", "method": "substitution", "precisions": "a:b:c:d", "default": False},
+               {**old, "kernel": "solve_tril", "method": "mxr", "precisions": "a:b:c", "default": False, "bt": 16},
+               {**old, "kernel": "solve_tril", "method": "mxr", "precisions": "a:b:c", "default": False, "bt": 32}]
+    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "earlier run"}, "rows": earlier}))
     proc = subprocess.run([sys.executable, "-m", "deltainv.bench.compile_time", "--kernels", "solve_tril",
-                           "--bt", "16", "--methods", "substitution,blocked", "--out", str(tmp_path)],
+                           "--bt", "16", "--methods", "substitution,blocked", "--out", str(tmp_path), "--update"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "compile_time.json").read_text())["rows"]
+    assert rows[:2] == [{"command": "earlier run", **earlier[i]} for i in (0, 2)]
+    assert "`earlier run`" in (tmp_path / "compile_time.md").read_text()
+    rows = rows[2:]
     fields = {"kernel", "bt", "warps", "chunks_per_program", "precisions", "registers", "spill_bytes", "seconds",
               "mma_per_chunk", "warp_instructions_per_chunk", "predicted_us", "floor_us", "default"}
     assert rows and all(fields <= set(r) for r in rows)
@@ -59,8 +69,8 @@ def test_ptxas_report_is_parsed():
 
 
 def test_kda_intra_configs_and_a_partial_update(tmp_path, monkeypatch):
-    """The fused KDA configs (chunk sizes up to 64, A products in tf32 and tf32x3), and ``--merge``
-    replacing only the rows it recompiles (the compile itself is stubbed: minutes per config)."""
+    """The fused KDA configs (chunk sizes up to 64, A products in tf32 and tf32x3), and ``--update``
+    with ``--precisions`` keeping every other kernel's rows (the compile itself is stubbed: minutes per config)."""
     from deltainv.bench import compile_time
 
     cfgs = compile_time.configs("kda_intra", [64, 128], ["substitution", "mxr"])
@@ -73,15 +83,13 @@ def test_kda_intra_configs_and_a_partial_update(tmp_path, monkeypatch):
             "precisions": "tf32x3:tf32x3:tf32x3", "seconds": 1.0, "registers": 100, "spill_bytes": 0,
             "mma_per_chunk": 1, "warp_instructions_per_chunk": 1000, "predicted_us": 1.0, "floor_us": 1.0,
             "default": False}
-    c = cfgs[0]
-    stale = {**keep, "kernel": c.kernel, "method": c.method, "bt": c.bt, "chunks_per_program": c.nc,
-             "warps": c.warps, "precisions": c.precisions, "warp_instructions_per_chunk": 1}
-    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "before"}, "rows": [keep, stale]}))
+    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "before"}, "rows": [keep]}))
     fake = {"seconds": 2.0, "registers": 200, "spill_bytes": 0, "mma_per_chunk": 10,
             "warp_instructions_per_chunk": 5000}
     monkeypatch.setattr(compile_time, "compile_config", lambda c, arch=90: dict(fake))
-    assert compile_time.main(["--kernels", "kda_intra", "--bt", "64", "--methods", c.method, "--out", str(tmp_path),
-                              "--merge"]) == 0
+    want = [c for c in cfgs if compile_time.is_default(c)]
+    assert compile_time.main(["--kernels", "kda_intra", "--bt", "64", "--methods", want[0].method, "--out",
+                              str(tmp_path), "--update", "--precisions", want[0].precisions]) == 0
     rows = json.loads((tmp_path / "compile_time.json").read_text())["rows"]
-    assert rows[0] == keep and len(rows) == 1 + sum(x.method == c.method for x in cfgs)
-    assert all(r["warp_instructions_per_chunk"] == 5000 for r in rows[1:])
+    assert rows[0]["kernel"] == "solve_tril" and rows[0]["warp_instructions_per_chunk"] == 1000
+    assert [(r["kernel"], r["precisions"], r["default"]) for r in rows[1:]] == [("kda_intra", want[0].precisions, True)] * 2
