@@ -166,9 +166,9 @@ def _store_tiles(X, dst, base, row_stride, n_rows, NC: tl.constexpr, S: tl.const
 @triton.jit(do_not_specialize=["T", "n_items"])
 def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens, chunk_indices, T, n_items,
                      H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BKA: tl.constexpr,
-                     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, GATE_LOG2: tl.constexpr,
-                     HAS_V: tl.constexpr, STORE_A: tl.constexpr, STORE_QG: tl.constexpr, A_PREC: tl.constexpr,
-                     METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
+                     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                     GATE_LOG2: tl.constexpr, HAS_V: tl.constexpr, STORE_A: tl.constexpr, STORE_QG: tl.constexpr,
+                     A_PREC: tl.constexpr, METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
                      REFINE_PREC: tl.constexpr, WU_PREC: tl.constexpr, NC: tl.constexpr):
     """``Aqk``, and with ``v`` ``(w, u, kg[, qg])``, and ``Akk`` if asked, for NC (chunk, value head) items."""
     S: tl.constexpr = 16
@@ -336,7 +336,8 @@ def chunk_kda_fwd_intra(
         kda_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
             q, k, v, gk, beta, res["w"], res["u"], res["qg"], res["kg"], res["Aqk"], res["Akk"], scale,
             cu_seqlens, chunk_indices, T, n_items,
-            H=H, HV=HV, K=K, V=V, BKA=_a_block(K), BK=_block(K), BV=_block(V) if V else 16, BT=BT, IS_VARLEN=cu_seqlens is not None,
+            H=H, HV=HV, K=K, V=V, BKA=_a_block(K), BK=_block(K), BV=_block(V) if V else 16, BT=BT,
+            IS_VARLEN=cu_seqlens is not None,
             GATE_LOG2=gate_log2, HAS_V=v is not None, STORE_A=store_a, STORE_QG=with_qg and v is not None,
             A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision, BASE_PREC=recipe.base_precision,
             REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
