@@ -87,8 +87,8 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
     use), then 32, 16 and 128; the default method first; the fused GDN and KDA kernels after solve_tril.
 
-    ``kda_intra``: each W/U precision with the decayed ``Akk``/``Aqk`` products in tf32 (fla's) and in
-    tf32x3 (deltainv's default, the fp32 reference's numbers)."""
+    ``kda_intra``: each W/U precision with the decayed ``Akk``/``Aqk`` products in tf32 (fla's, the
+    default for bf16 models) and in tf32x3 (the fp32 reference's numbers)."""
     import torch
 
     from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
@@ -114,7 +114,7 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                                         + ([FULL_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
                 if kernel == "kda_intra":
-                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys(["tf32", DEFAULT_A_PRECISION])]
+                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys([DEFAULT_A_PRECISION, "tf32x3"])]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 

@@ -152,7 +152,8 @@ def kda_fwd_intra(
     (:func:`deltainv.kernels.backend.choose`): the fused Triton kernel
     (:mod:`deltainv.kernels.kda.triton`, chunk sizes up to 64, which is all the engines use; ``Akk``
     is not written where the contract returns None for it) or the PyTorch reference.
-    ``a_precision`` chooses the fused kernel's decayed ``Akk``/``Aqk`` products (default tf32x3).
+    ``a_precision`` chooses the fused kernel's decayed ``Akk``/``Aqk`` products (default by dtype:
+    :func:`deltainv.kernels.kda.triton.default_a_precision`).
     """
     if contract not in KDA_INTRA_PARAMS:
         raise ValueError(f"unknown KDA intra contract {contract!r}; choose one of {', '.join(KDA_INTRA_PARAMS)}")

@@ -30,8 +30,8 @@ PyTorch reference does) and zero data, so no exponent is ever large and no value
 Schedule: row tile by row tile, ``Aqk``'s and ``Akk``'s tiles of the row come from one pass over K
 (the row's decayed q and k share their exponent), ``Aqk``'s row is stored at once, ``Akk``'s is scaled
 by beta and kept; then the shared :func:`~deltainv.kernels.tril.tiled.invert_tiles` and W/U. Products:
-the decayed tiles in ``A_PREC`` (``tf32x3``: the fp32 reference's numbers; ``tf32``: fla's), W/U in
-``WU_PREC``. ``Akk`` is written only when asked (``store_a``); every written element is written
+the decayed tiles in ``A_PREC`` (``tf32``, fla's, for 16-bit outputs; ``tf32x3``, the fp32
+reference's numbers, for fp32), W/U in ``WU_PREC``. ``Akk`` is written only when asked (``store_a``); every written element is written
 exactly once (zeros above the diagonal), so no output needs a zero-fill.
 Contract: :func:`deltainv.kernels.kda.pytorch.chunk_kda_fwd_intra`.
 """
@@ -58,7 +58,22 @@ from .pytorch import check_intra_inputs
 MAX_CHUNK = 64
 #: Precisions of the decayed ``Akk`` / ``Aqk`` products.
 A_PRECISIONS = ("tf32x3", "tf32", "fp32")
-DEFAULT_A_PRECISION = "tf32x3"
+#: Their default by the dtype ``Aqk``/``Akk`` are stored in (``k``'s), the rule of
+#: :func:`deltainv.kernels.chunking.default_wu_precision`: the cheapest operands whose rounding is no
+#: coarser than that storage. 16-bit outputs get tf32 (fla's products; 2^-11 per operand against
+#: bf16's 2^-9; at BT=64, d 128, sm_90 41.3k warp-instructions per chunk against 68.3k for tf32x3,
+#: bench/compile_time), fp32 outputs tf32x3 (the fp32 reference's numbers).
+A_PRECISION_BY_DTYPE = {torch.bfloat16: "tf32", torch.float16: "tf32"}
+FULL_A_PRECISION = "tf32x3"
+DEFAULT_A_PRECISION = A_PRECISION_BY_DTYPE[torch.bfloat16]  # what bf16 models run
+
+
+def default_a_precision(dtype: torch.dtype, a_precision: str | None = None) -> str:
+    """``a_precision`` if given (validated), else the default for ``Aqk``/``Akk`` stored in ``dtype``."""
+    a = A_PRECISION_BY_DTYPE.get(dtype, FULL_A_PRECISION) if a_precision is None else a_precision
+    if a not in A_PRECISIONS:
+        raise ValueError(f"a_precision must be one of {', '.join(A_PRECISIONS)}; got {a!r}")
+    return a
 
 
 @triton.jit
@@ -283,8 +298,8 @@ def chunk_kda_fwd_intra(
     """Fused ``(w, u, qg, kg, Aqk, Akk)``; the contract of :func:`deltainv.kernels.kda.pytorch.chunk_kda_fwd_intra`.
 
     ``recipe`` (or ``method``/``precision``/``options``, resolved here) chooses the inversion;
-    ``a_precision`` the decayed ``Akk``/``Aqk`` products (``tf32x3`` default, ``tf32`` as fla,
-    ``fp32``); ``wu_precision`` the W/U products (default: by the dtype W is stored in, as the
+    ``a_precision`` the decayed ``Akk``/``Aqk`` products (``tf32``, fla's, for 16-bit
+    inputs; ``tf32x3`` for fp32; or ``fp32``: :func:`default_a_precision`); ``wu_precision`` the W/U products (default: by the dtype W is stored in, as the
     reference, :func:`deltainv.kernels.chunking.default_wu_precision`). ``store_a=False`` never writes ``Akk`` (returned as
     None). With ``v=None`` only ``(Aqk, Akk)`` are computed (vLLM's contract); ``w, u, qg, kg`` are None.
     ``out`` may hold preallocated contiguous outputs by name (``w, u, qg, kg, Aqk, Akk``).
@@ -299,9 +314,7 @@ def chunk_kda_fwd_intra(
     if BT > MAX_CHUNK:
         raise ValueError(f"the fused KDA kernel supports chunk sizes up to {MAX_CHUNK} (the engines use 64); "
                          f"got {BT}: use backend='torch' for it")
-    a_prec = DEFAULT_A_PRECISION if a_precision is None else a_precision
-    if a_prec not in A_PRECISIONS:
-        raise ValueError(f"a_precision must be one of {', '.join(A_PRECISIONS)}; got {a_prec!r}")
+    a_prec = default_a_precision(k.dtype, a_precision)
     wu = check_precision(default_wu_precision(k.dtype, wu_precision))
     scale = K**-0.5 if scale is None else float(scale)
     q, k, gk, beta = q.contiguous(), k.contiguous(), gk.contiguous(), beta.contiguous()
@@ -345,4 +358,5 @@ def chunk_kda_fwd_intra(
     return res["w"], res["u"], res["qg"], res["kg"], res["Aqk"], res["Akk"]
 
 
-__all__ = ["A_PRECISIONS", "DEFAULT_A_PRECISION", "MAX_CHUNK", "chunk_kda_fwd_intra", "kda_intra_kernel"]
+__all__ = ["A_PRECISIONS", "A_PRECISION_BY_DTYPE", "DEFAULT_A_PRECISION", "MAX_CHUNK", "chunk_kda_fwd_intra",
+           "default_a_precision", "kda_intra_kernel"]

@@ -178,6 +178,10 @@ def test_dropins_dispatch_to_the_fused_kernel(seed, monkeypatch):
 
 
 def test_bad_arguments():
+    from deltainv.kernels.kda.triton import default_a_precision
+
+    # the decayed products' default follows the output dtype (tf32 for bf16, as fla; tf32x3 for fp32)
+    assert default_a_precision(torch.bfloat16) == "tf32" and default_a_precision(torch.float32) == "tf32x3"
     q, k, v, gk, beta, cu = _inputs(0, T=40, cu=(0, 40))
     with pytest.raises(ValueError, match="gk must have rank 4"):
         fused(q, k, v, gk[..., 0], beta, None, cu, 64)
