@@ -1,8 +1,9 @@
 """Fused GDN intra-chunk Triton kernel: ``K K^T -> (I + A)^-1 -> W, U`` with the inverse kept in registers.
 
 Each program takes NC (chunk, key head) items, one chunk per warp, and serves every value head that
-shares the key head (grouped heads, as Qwen3-Next's 16 key / 32 value heads): ``K K^T`` is computed
-once per item, then for each value head the gated, beta-scaled ``A`` is built from it, inverted by the
+shares the key head (grouped heads, as Qwen3-Next's 16 key / 32 value heads): the keys are read once
+per item from HBM, ``K K^T`` is formed per value head (``KK_PER_HEAD``; or once, kept live), and for
+each value head the gated, beta-scaled ``A`` is built from it, inverted by the
 shared :func:`~deltainv.kernels.tril.tiled.invert_tiles`, optionally stored, and multiplied into
 ``W = T (beta exp(G) K)`` and ``U = T (beta V)``. Contract: that of
 :func:`deltainv.kernels.gdn.pytorch.chunk_gated_delta_rule_fwd_intra`.
