@@ -310,7 +310,7 @@ class HFEngine:
             return False
         lp = torch.log_softmax(job.next_logits, dim=-1)
         token = self._sample(job.next_logits, s, job.rng) if s.temperature > 0 else int(torch.argmax(lp))
-        if token in self.eos_ids:
+        if token in self.eos_ids and not s.ignore_eos:
             job.post("done", "stop")
             return True
         info = TokenInfo(token)

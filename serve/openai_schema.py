@@ -145,6 +145,7 @@ class Sampling:
     stop: list[str]
     stream: bool
     include_usage: bool = False
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past end-of-sequence (load tests)
 
 
 def _sampling(body: dict, max_tokens_default: int | None) -> Sampling:
@@ -169,6 +170,9 @@ def _sampling(body: dict, max_tokens_default: int | None) -> Sampling:
         temperature = 0.0
     elif temperature < MIN_TEMPERATURE:
         temperature = MIN_TEMPERATURE
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise _bad("'ignore_eos' must be a boolean", "ignore_eos")
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return Sampling(
         max_tokens=_num(body, name, max_tokens_default, 0, 1 << 20, integer=True),
@@ -178,6 +182,7 @@ def _sampling(body: dict, max_tokens_default: int | None) -> Sampling:
         stop=_stop(body),
         stream=stream,
         include_usage=include_usage,
+        ignore_eos=ignore_eos,
     )
 
 

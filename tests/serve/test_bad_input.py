@@ -45,6 +45,8 @@ CASES = [
      400, "stop"),
     ("stop wrong type", "POST", "/v1/completions", {"model": "M", "prompt": "x", "stop": 5}, 400, "stop"),
     ("seed wrong type", "POST", "/v1/completions", {"model": "M", "prompt": "x", "seed": "s"}, 400, "seed"),
+    ("ignore_eos wrong type", "POST", "/v1/completions", {"model": "M", "prompt": "x", "ignore_eos": 1}, 400,
+     "ignore_eos"),
     ("echo wrong type", "POST", "/v1/completions", {"model": "M", "prompt": "x", "echo": "yes"}, 400, "echo"),
     ("stream wrong type", "POST", "/v1/completions", {"model": "M", "prompt": "x", "stream": 1}, 400, "stream"),
     ("chat no messages", "POST", "/v1/chat/completions", {"model": "M"}, 400, "messages"),

@@ -65,7 +65,8 @@ def test_batch_that_can_never_fit_gets_400_not_429(small_queue, tiny_model):
 def test_client_leaving_while_queued_frees_its_slot_at_once(small_queue, tiny_model):
     s = small_queue
     base = s.base
-    long = {"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0}
+    # ignore_eos: the tiny model may emit end-of-sequence early and finish inside the drain timeout
+    long = {"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0, "ignore_eos": True}
     cancelled0 = _metric(base, "deltainv_engine_jobs_total", '{outcome="cancelled"}')
     def hold():
         with contextlib.suppress(httpx.ReadTimeout):
@@ -158,7 +159,8 @@ def test_sigterm_drains_the_request_in_flight(tiny_model, tmp_path):
 def test_drain_timeout_answers_json_503_and_ends_streams_properly(tiny_model, tmp_path):
     s = serve_testing.Server(["--engine", "hf", "--model", str(tiny_model), "--drain-timeout", "1"],
                              tmp_path).wait_healthy()
-    long = {"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0}
+    # ignore_eos: the tiny model may emit end-of-sequence early and finish inside the drain timeout
+    long = {"model": tiny_model.name, "prompt": "a", "max_tokens": 1000, "temperature": 0, "ignore_eos": True}
     box: dict = {}
 
     def plain():
