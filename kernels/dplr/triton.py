@@ -1,0 +1,370 @@
+"""Fused DPLR (RWKV-7) intra-chunk Triton kernel: ``A_qk, A_qb, A_ak, A_ab -> (I - A_ab)^-1 -> W, U``.
+
+One kernel does what fla 0.6.0 splits over ``chunk_dplr_fwd_intra`` and ``prepare_wy_repr_fwd``
+(three kernels, ``A_ab``/``A_ak``/``ag`` through memory): same inputs and outputs, contract of
+:func:`deltainv.kernels.dplr.pytorch.chunk_dplr_fwd_intra`. The batched design of
+:mod:`deltainv.kernels.gdn.triton`: each program takes NC (chunk, head) items, one chunk per warp,
+every tile ``[NC, 16, 16]``; products are batched ``tl.dot`` in ``A_PREC`` / ``WU_PREC`` (operands
+split once, :func:`~deltainv.kernels.triton_tiles.prep`); the inverse is the shared
+:func:`~deltainv.kernels.tril.tiled.invert_tiles` on ``L = -A_ab`` and never leaves registers
+(stored only with ``STORE_A``).
+
+**Per-channel decays.** ``A_ij = sum_c l_ic r_jc exp(Gl_ic - Gi_jc)`` (``Gl`` = ``Ge`` for ``A_ab``/
+``A_ak``, ``Gi`` for ``A_qk``/``A_qb``) is built from tensor-core products of gated operands,
+``(l_i exp(Gl_i - R)) . (r_j exp(R - Gi_j))``, with a reference ``R`` (per channel) chosen so that
+**both exponents are <= 0** wherever they are used: no factor can overflow, and one that underflows
+stands for a term below ``1e-38`` anyway. The decay is never factorised over a whole chunk:
+
+- off-diagonal tile (I, J), J < I: ``R = Gi`` at the last row of row block J (every row of block I
+  comes later, every row of block J no later);
+- diagonal tile (I, I): binary levels s = 8, 4, 2, 1. At level s, rows in odd s-blocks pair with the
+  s-block just before them, with ``R = Gi`` at that block's last row; the four levels together cover
+  each strictly lower entry exactly once. The diagonal of ``A_qk``/``A_qb`` (``exp(0)``) is an
+  element-wise row product.
+
+The exponents are masked before ``exp`` (like :func:`deltainv.kernels.gdn.triton._gated`), and gate
+rows are read with their row index clamped to the chunk's last real row (the edge padding of
+:mod:`deltainv.kernels.chunking`), so rows past a partial chunk's end are zeros, never non-finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ..chunking import DEFAULT_WU_PRECISION
+from ..index import varlen_chunk_indices
+from ..precision import check_precision
+from ..registry import Recipe, resolve
+from ..triton_tiles import dot, prep, put, tri, zeros
+from ..tril.invert import check_chunk_size
+from ..tril.tiled import invert_tiles
+from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
+from .pytorch import check_dplr_inputs
+
+#: Default operand precision of the four ``A`` products: they feed the inverse, so fp32-accurate.
+DEFAULT_A_PRECISION = "tf32x3"
+
+#: Largest chunk size (fla's DPLR uses 16..64; at 128 the register tiles spill, as for GDN).
+MAX_CHUNK = 64
+
+
+@triton.jit
+def _ex(x, LOG2: tl.constexpr):
+    if LOG2:
+        return tl.exp2(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _load(ptr, base, rows, n_rows, col0, STRIDE: tl.constexpr, BD: tl.constexpr, D: tl.constexpr):
+    """Rows ``rows`` (``[NC, S]`` in-chunk indices) and columns ``col0 ..`` of each chunk: ``[NC, S, BD]``
+    fp32, 0 on rows past the end."""
+    c = col0 + tl.arange(0, BD)
+    offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * STRIDE + c[None, None, :]
+    m = (rows < n_rows[:, None])[:, :, None] & (c < D)[None, None, :]
+    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _clamp(rows, n_rows):
+    """Row indices clamped to each chunk's last real row (gate reads: the edge padding)."""
+    return tl.maximum(tl.minimum(rows, n_rows[:, None] - 1), 0)
+
+
+@triton.jit
+def _side(x, G, R, keep, LEFT: tl.constexpr, LOG2: tl.constexpr):
+    """``x exp(G - R)`` (left) or ``x exp(R - G)`` (right) where ``keep``, else 0; exponent masked first."""
+    if LEFT:
+        d = G - R
+    else:
+        d = R - G
+    d = tl.where(keep, d, 0.0)
+    return tl.where(keep, x * _ex(d, LOG2), 0.0)
+
+
+@triton.jit
+def _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, keep_l, keep_r, acc,
+          H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr, A_PREC: tl.constexpr):
+    """Add to ``acc = (qk, qb, ak, ab)`` (``[NC, S, S]`` fp32) the products of the left rows ``rl`` and
+    right rows ``rr`` gated against references at rows ``refl`` / ``refr`` (all ``[NC, S]`` int32);
+    rows outside ``keep_l`` / ``keep_r`` contribute nothing."""
+    qk, qb, ak, ab = acc
+    kl = keep_l[:, :, None]
+    kr = keep_r[:, :, None]
+    gl_rows = _clamp(rl, n_rows)
+    gr_rows = _clamp(rr, n_rows)
+    for c in tl.static_range(0, K, BK):
+        Rl = _load(gi, base, _clamp(refl, n_rows), n_rows, c, H * K, BK, K)
+        Rr = _load(gi, base, _clamp(refr, n_rows), n_rows, c, H * K, BK, K)
+        gil = _load(gi, base, gl_rows, n_rows, c, H * K, BK, K)
+        gel = _load(ge, base, gl_rows, n_rows, c, H * K, BK, K)
+        gir = _load(gi, base, gr_rows, n_rows, c, H * K, BK, K)
+        ql = prep(_side(_load(q, base, rl, n_rows, c, H * K, BK, K), gil, Rl, kl, True, LOG2), A_PREC)
+        al = prep(_side(_load(a, base, rl, n_rows, c, H * K, BK, K), gel, Rl, kl, True, LOG2), A_PREC)
+        dr = tl.where(kr, Rr - gir, 0.0)
+        er = tl.where(kr, _ex(dr, LOG2), 0.0)
+        kt = prep(tl.permute(_load(k, base, rr, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
+        bt = prep(tl.permute(_load(b, base, rr, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
+        qk = dot(ql, kt, qk, A_PREC)
+        qb = dot(ql, bt, qb, A_PREC)
+        ak = dot(al, kt, ak, A_PREC)
+        ab = dot(al, bt, ab, A_PREC)
+    return qk, qb, ak, ab
+
+
+@triton.jit
+def _tile(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, J: tl.constexpr, NC: tl.constexpr,
+          S: tl.constexpr, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr,
+          A_PREC: tl.constexpr):
+    """Tile (I, J) of ``(A_qk, A_qb, A_ak, A_ab)`` (unscaled; see the module docstring for the references)."""
+    o = tl.arange(0, S)
+    live = tl.broadcast_to(o[None, :], (NC, S))
+    rl = I * S + live
+    rr = J * S + live
+    vl = rl < n_rows[:, None]
+    vr = rr < n_rows[:, None]
+    acc = (zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S))
+    if I != J:
+        ref = tl.zeros((NC, S), dtype=tl.int32) + (J * S + S - 1)
+        acc = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, ref, ref, vl, vr, acc, H, K, BK, LOG2, A_PREC)
+    else:
+        qk, qb, ak, ab = acc
+        for lev in tl.static_range(4):
+            s: tl.constexpr = 8 >> lev
+            blk = live // s
+            refl = I * S + blk * s - 1                 # odd s-blocks: the row before the block
+            refr = I * S + blk * s + s - 1             # even s-blocks: the block's last row
+            odd = (blk % 2) == 1
+            part = zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S)
+            part = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, vl & odd, vr & (~odd), part,
+                         H, K, BK, LOG2, A_PREC)
+            band = ((o[:, None] // (2 * s)) == (o[None, :] // (2 * s))) & (((o[:, None] // s) % 2) == 1) \
+                & (((o[None, :] // s) % 2) == 0)
+            band = band[None, :, :]
+            qk = qk + tl.where(band, part[0], 0.0)
+            qb = qb + tl.where(band, part[1], 0.0)
+            ak = ak + tl.where(band, part[2], 0.0)
+            ab = ab + tl.where(band, part[3], 0.0)
+        # The diagonal of A_qk / A_qb: exp(Gi_i - Gi_i) = 1, a row-wise product.
+        dqk = tl.zeros((NC, S), dtype=tl.float32)
+        dqb = tl.zeros((NC, S), dtype=tl.float32)
+        for c in tl.static_range(0, K, BK):
+            ql = _load(q, base, rl, n_rows, c, H * K, BK, K)
+            dqk += tl.sum(ql * _load(k, base, rl, n_rows, c, H * K, BK, K), 2)
+            dqb += tl.sum(ql * _load(b, base, rl, n_rows, c, H * K, BK, K), 2)
+        diag = (o[:, None] == o[None, :])[None, :, :]
+        qk = tl.where(diag, dqk[:, :, None], qk)
+        qb = tl.where(diag, dqb[:, :, None], qb)
+        acc = (qk, qb, ak, ab)
+    return acc
+
+
+@triton.jit
+def _store_tile(ptr, base, n_rows, x, I: tl.constexpr, J: tl.constexpr, NC: tl.constexpr, S: tl.constexpr,
+                H: tl.constexpr, BT: tl.constexpr):
+    """Tile (I, J) of a ``[B, T, H, BT]`` matrix output (rows past the end are not written)."""
+    o = tl.arange(0, S)
+    offs = base[:, None, None] + (I * S + o)[None, :, None] * (H * BT) + (J * S + o)[None, None, :]
+    tl.store(ptr + offs, x.to(ptr.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, I, S))
+
+
+@triton.jit
+def _load_tile(ptr, base, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
+               BT: tl.constexpr):
+    o = tl.arange(0, S)
+    offs = base[:, None, None] + (I * S + o)[None, :, None] * (H * BT) + (J * S + o)[None, None, :]
+    return tl.load(ptr + offs, mask=row_mask(n_rows, I, S), other=0.0).to(tl.float32)
+
+
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BT", "IS_VARLEN", "GATE_LOG2", "STORE_A", "A_PREC",
+                                                "METHOD", "PREC", "BASE_PREC", "REFINE_PREC", "WU_PREC"],
+                 prune_configs_by={"early_config_prune": prune_configs})
+@triton.jit(do_not_specialize=["T", "n_items", "scale"])
+def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens,
+                      chunk_indices, scale, T, n_items, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                      GATE_LOG2: tl.constexpr, STORE_A: tl.constexpr, A_PREC: tl.constexpr, METHOD: tl.constexpr,
+                      PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr,
+                      WU_PREC: tl.constexpr, NC: tl.constexpr):
+    """Every output of :func:`chunk_dplr_fwd_intra` for NC (chunk, head) items."""
+    S: tl.constexpr = 16
+    NB: tl.constexpr = BT // S
+    row0, n_rows, head = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
+    base = (row0 * H + head) * K
+    a_base = (row0 * H + head) * BT
+    v_base = (row0 * H + head) * V
+    o = tl.arange(0, S)
+    # A tiles row block by row block; A_qk, A_qb and A_ak go to memory at once, -A_ab stays for the inverse.
+    L = ()
+    for i in tl.static_range(NB):
+        for j in tl.static_range(i + 1):
+            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BK, GATE_LOG2, A_PREC)
+            _store_tile(A_qk, a_base, n_rows, qk * scale, i, j, NC, S, H, BT)
+            _store_tile(A_qb, a_base, n_rows, qb * scale, i, j, NC, S, H, BT)
+            _store_tile(A_ak, a_base, n_rows, ak, i, j, NC, S, H, BT)
+            if STORE_A:
+                _store_tile(A_ab, a_base, n_rows, ab, i, j, NC, S, H, BT)
+            L = L + (-ab,)
+        for j in tl.static_range(i + 1, NB):   # every element of every real row is written once
+            _store_tile(A_qk, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
+            _store_tile(A_qb, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
+            _store_tile(A_ak, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
+            if STORE_A:
+                _store_tile(A_ab, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
+    X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
+    if STORE_A:
+        for i in tl.static_range(NB):
+            for j in tl.static_range(NB):
+                if j <= i:
+                    _store_tile(Ai, a_base, n_rows, X[tri(i, j)], i, j, NC, S, H, BT)
+                else:
+                    _store_tile(Ai, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
+    XP = ()
+    for i in tl.static_range(NB):
+        for j in tl.static_range(i + 1):
+            XP = XP + (prep(X[tri(i, j)], WU_PREC),)
+    # Element-wise outputs and W = T ag, K-slice by K-slice.
+    live = tl.broadcast_to(o[None, :], (NC, S))
+    last = tl.maximum(n_rows - 1, 0)[:, None] + tl.zeros((NC, S), dtype=tl.int32)
+    for c in tl.static_range(0, K, BK):
+        g_last = _load(gi, base, last, n_rows, c, H * K, BK, K)
+        s = ()
+        for j in tl.static_range(NB):
+            rows = j * S + live
+            valid = (rows < n_rows[:, None])[:, :, None]
+            g_i = _load(gi, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
+            g_e = _load(ge, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
+            x_ag = _load(a, base, rows, n_rows, c, H * K, BK, K) * _ex(tl.where(valid, g_e, 0.0), GATE_LOG2)
+            x_qg = _load(q, base, rows, n_rows, c, H * K, BK, K) * (scale * _ex(tl.where(valid, g_i, 0.0), GATE_LOG2))
+            decay = _ex(tl.where(valid, g_last - g_i, 0.0), GATE_LOG2)
+            x_kg = _load(k, base, rows, n_rows, c, H * K, BK, K) * decay
+            x_bg = _load(b, base, rows, n_rows, c, H * K, BK, K) * decay
+            cc = c + tl.arange(0, BK)
+            offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * K) + cc[None, None, :]
+            m = valid & (cc < K)[None, None, :]
+            tl.store(ag + offs, x_ag.to(ag.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+            tl.store(qg + offs, x_qg.to(qg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+            tl.store(kg + offs, x_kg.to(kg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+            tl.store(bg + offs, x_bg.to(bg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+            s = s + (prep(x_ag, WU_PREC),)
+        for i in tl.static_range(NB):
+            acc = tl.zeros((NC, S, BK), dtype=tl.float32)
+            for j in tl.static_range(i + 1):
+                acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
+            rows = i * S + live
+            cc = c + tl.arange(0, BK)
+            offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * K) + cc[None, None, :]
+            m = (rows < n_rows[:, None])[:, :, None] & (cc < K)[None, None, :]
+            tl.store(w + offs, acc.to(w.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+    # T A_ak (A_ak read back from this program's own stores), then U = (T A_ak) v.
+    tl.debug_barrier()
+    TA = ()
+    for i in tl.static_range(NB):
+        for j in tl.static_range(i + 1):
+            acc = zeros(NC, S)
+            for kk in tl.static_range(j, i + 1):
+                acc = dot(XP[tri(i, kk)], prep(_load_tile(A_ak, a_base, n_rows, kk, j, S, H, BT), WU_PREC), acc,
+                          WU_PREC)
+            TA = TA + (prep(acc, WU_PREC),)
+    for c in tl.static_range(0, V, BV):
+        s = ()
+        for j in tl.static_range(NB):
+            s = s + (prep(_load(v, v_base, j * S + live, n_rows, c, H * V, BV, V), WU_PREC),)
+        for i in tl.static_range(NB):
+            acc = tl.zeros((NC, S, BV), dtype=tl.float32)
+            for j in tl.static_range(i + 1):
+                acc = dot(TA[tri(i, j)], s[j], acc, WU_PREC)
+            rows = i * S + live
+            cc = c + tl.arange(0, BV)
+            offs = v_base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * V) + cc[None, None, :]
+            m = (rows < n_rows[:, None])[:, :, None] & (cc < V)[None, None, :]
+            tl.store(u + offs, acc.to(u.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+
+
+def _block(n: int) -> int:
+    """Column slice of K / V per step (as the fused GDN kernel: 32 wide at most, to keep registers)."""
+    return max(16, min(32, 1 << (n - 1).bit_length()))
+
+
+def chunk_dplr_fwd_intra(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    gi: torch.Tensor,
+    ge: torch.Tensor,
+    scale: float | None = None,
+    chunk_size: int = 64,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_indices: torch.Tensor | None = None,
+    *,
+    gate_log2: bool = True,
+    method: str | Recipe | None = None,
+    precision: str | None = None,
+    recipe: Recipe | None = None,
+    wu_precision: str | None = None,
+    a_precision: str | None = None,
+    out_dtype: torch.dtype | None = None,
+    store_a: bool = True,
+    **options: Any,
+) -> tuple[torch.Tensor | None, ...]:
+    """Fused ``(A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, A_ab_inv)``; the contract of
+    :func:`deltainv.kernels.dplr.pytorch.chunk_dplr_fwd_intra`.
+
+    ``recipe`` (or ``method``/``precision``/``options``, resolved here) chooses the inversion;
+    ``a_precision`` the operand rounding of the four ``A`` products (default ``tf32x3``).
+    ``store_a=False`` writes neither ``A_ab`` nor ``A_ab_inv`` (returned as None; nothing after the
+    intra step reads them): the inverse never leaves registers. With ``chunk_indices`` given there
+    is no device-to-host sync.
+    """
+    recipe = recipe if recipe is not None else resolve(method, precision, **options)
+    if recipe.name not in TRITON_METHODS:
+        raise ValueError(f"method {recipe.name!r} has no fused Triton DPLR kernel (have: {', '.join(TRITON_METHODS)})")
+    check_dplr_inputs(q, k, v, a, b, gi)
+    if ge.shape != gi.shape:
+        raise ValueError(f"ge must have gi's shape {list(gi.shape)}; got {list(ge.shape)}")
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    BT = check_chunk_size(chunk_size)
+    if BT > MAX_CHUNK:
+        raise ValueError(f"the fused DPLR kernel supports chunk sizes up to {MAX_CHUNK} (fla uses 16..64); "
+                         f"got {BT}: use backend='torch' for it")
+    wu = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    a_prec = check_precision(DEFAULT_A_PRECISION if a_precision is None else a_precision)
+    scale = K**-0.5 if scale is None else float(scale)
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    q, k, v, a, b = (x.contiguous() for x in (q, k, v, a, b))
+    gi, ge = gi.float().contiguous(), ge.float().contiguous()
+    if cu_seqlens is not None:
+        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
+        n_chunks = chunk_indices.shape[0]
+    else:
+        if chunk_indices is not None:
+            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
+        n_chunks = B * triton.cdiv(T, BT)
+    dev = k.device
+    mat = (B, T, H, BT)
+    A_qk, A_qb = (torch.empty(mat, dtype=out_dtype, device=dev) for _ in range(2))
+    A_ak = torch.empty(mat, dtype=torch.float32, device=dev)
+    A_ab = torch.empty(mat, dtype=torch.float32, device=dev) if store_a else None
+    Ai = torch.empty(mat, dtype=torch.float32, device=dev) if store_a else None
+    qg, kg, ag, bg, w = (torch.empty(B, T, H, K, dtype=out_dtype, device=dev) for _ in range(5))
+    u = torch.empty(B, T, H, V, dtype=v.dtype, device=dev)
+    n_items = n_chunks * H
+    if n_items:
+        dplr_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
+            q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens, chunk_indices,
+            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BT=BT, IS_VARLEN=cu_seqlens is not None,
+            GATE_LOG2=gate_log2, STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
+            BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
+        )
+    return A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai
+
+
+__all__ = ["DEFAULT_A_PRECISION", "MAX_CHUNK", "chunk_dplr_fwd_intra", "dplr_intra_kernel"]
