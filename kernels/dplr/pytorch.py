@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 
 from .. import backend as backends
-from ..chunking import DEFAULT_WU_PRECISION, gate_exp, gather, heads_first, scatter
+from ..chunking import DEFAULT_WU_PRECISION, gate_exp, gather, heads_first, scatter, valid_heads_first
 from ..index import ChunkTable, chunk_table
 from ..precision import check_precision, matmul
 from ..registry import Recipe, resolve
@@ -151,7 +151,10 @@ def chunk_dplr_fwd_intra(
     out_dtype = q.dtype if out_dtype is None else out_dtype
     table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
     qc, kc, vc, ac, bc = (heads_first(gather(x, table)) for x in (q, k, v, a, b))
-    Gi, Ge = (heads_first(gather(x, table, pad="edge")) for x in (gi, ge))
+    Gi = heads_first(gather(gi, table, pad="edge"))
+    # Padding rows take Gi's edge value for Ge too (a zero gate there, as a cumsum over the zero-padded
+    # gate gives): Ge's own last value would exceed the padded columns' Gi and exp() could overflow.
+    Ge = torch.where(valid_heads_first(table)[..., None], heads_first(gather(ge, table, pad="edge")), Gi)
     outs = _intra_chunks(qc, kc, vc, ac, bc, Gi, Ge, scale, gate_log2, _inverse_fn(recipe, None), wu_precision)
     dtypes = (torch.float32, out_dtype, torch.float32, out_dtype, out_dtype, out_dtype, out_dtype, out_dtype,
               out_dtype, v.dtype, torch.float32)

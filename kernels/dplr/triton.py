@@ -312,6 +312,7 @@ def chunk_dplr_fwd_intra(
     a_precision: str | None = None,
     out_dtype: torch.dtype | None = None,
     store_a: bool = True,
+    out: tuple[torch.Tensor | None, ...] | None = None,
     **options: Any,
 ) -> tuple[torch.Tensor | None, ...]:
     """Fused ``(A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, A_ab_inv)``; the contract of
@@ -321,7 +322,8 @@ def chunk_dplr_fwd_intra(
     ``a_precision`` the operand rounding of the four ``A`` products (default ``tf32x3``).
     ``store_a=False`` writes neither ``A_ab`` nor ``A_ab_inv`` (returned as None; nothing after the
     intra step reads them): the inverse never leaves registers. With ``chunk_indices`` given there
-    is no device-to-host sync.
+    is no device-to-host sync. ``out`` (the 11 outputs in order, contiguous, the contract's shapes and
+    dtypes; ``A_ab``/``A_ab_inv`` may be None with ``store_a=False``) receives the results.
     """
     recipe = recipe if recipe is not None else resolve(method, precision, **options)
     if recipe.name not in TRITON_METHODS:
@@ -349,13 +351,24 @@ def chunk_dplr_fwd_intra(
             raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
         n_chunks = B * triton.cdiv(T, BT)
     dev = k.device
-    mat = (B, T, H, BT)
-    A_qk, A_qb = (torch.empty(mat, dtype=out_dtype, device=dev) for _ in range(2))
-    A_ak = torch.empty(mat, dtype=torch.float32, device=dev)
-    A_ab = torch.empty(mat, dtype=torch.float32, device=dev) if store_a else None
-    Ai = torch.empty(mat, dtype=torch.float32, device=dev) if store_a else None
-    qg, kg, ag, bg, w = (torch.empty(B, T, H, K, dtype=out_dtype, device=dev) for _ in range(5))
-    u = torch.empty(B, T, H, V, dtype=v.dtype, device=dev)
+    mat, vec = (B, T, H, BT), (B, T, H, K)
+    specs = ((mat, torch.float32), (mat, out_dtype), (mat, torch.float32), (mat, out_dtype), (vec, out_dtype),
+             (vec, out_dtype), (vec, out_dtype), (vec, out_dtype), (vec, out_dtype), ((B, T, H, V), v.dtype),
+             (mat, torch.float32))
+    optional = (0, 10)                      # A_ab and A_ab_inv: only with store_a
+    if out is None:
+        out = tuple(None if (n in optional and not store_a) else torch.empty(shape, dtype=dt, device=dev)
+                    for n, (shape, dt) in enumerate(specs))
+    else:
+        if len(out) != len(specs):
+            raise ValueError(f"out must hold the {len(specs)} outputs (A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, A_ab_inv)")
+        for n, (t, (shape, dt)) in enumerate(zip(out, specs)):
+            if n in optional and not store_a:
+                continue
+            if t is None or tuple(t.shape) != shape or t.dtype != dt or not t.is_contiguous():
+                raise ValueError(f"out[{n}] must be a contiguous {dt} tensor of shape {list(shape)}")
+        out = tuple(None if (n in optional and not store_a) else t for n, t in enumerate(out))
+    A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai = out
     n_items = n_chunks * H
     if n_items:
         dplr_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
