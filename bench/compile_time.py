@@ -6,7 +6,7 @@ count its SASS. No GPU is needed (Triton's wheel ships ptxas and cuobjdump).
 
 Per config (kernel, method, BT, NC chunks per program, warps, precisions) it records the cold compile
 time, ptxas's registers and spill bytes, and from the SASS the MMA and total warp-instructions per
-chunk (per chunk and value head for the fused GDN kernel). Straight-line code is counted statically;
+chunk (per chunk and value head for the fused GDN kernel; per chunk and head for the fused DPLR kernel). Straight-line code is counted statically;
 an instruction inside a loop counts once per trip (the fused kernel's only loop runs over the value
 heads of a key head). ``predicted_us`` is the issue-bound model of
 ``../shared/notes/kernel-design.md`` (132 SMs x 4 warp-instructions per cycle at 1.75 GHz, which
@@ -40,16 +40,18 @@ SMS, ISSUE_PER_CYCLE, CLOCK_HZ, COPY_BPS = 132, 4, 1.75e9, 2.95e12
 SHAPE = {"B": 32, "H": 4, "T": 4096}
 #: The fused GDN kernel's shape: Qwen3-Next's heads (16 key, 32 value, d 128), B1 T16k.
 GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
+#: The fused DPLR kernel's shape: RWKV-7 1.5B (32 heads of size 64), B1 T16k.
+DPLR_SHAPE = {"B": 1, "T": 16384, "H": 32, "K": 64, "V": 64}
 
 
 @dataclass(frozen=True)
 class Config:
-    kernel: str        # "solve_tril" or "gdn_intra"
+    kernel: str        # "solve_tril", "gdn_intra" or "dplr_intra"
     method: str
     bt: int
     nc: int
     warps: int
-    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra)
+    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":a:wu" for dplr_intra)
 
 
 def gpu_recipes() -> dict[str, str]:
@@ -65,19 +67,22 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for ``gdn_intra``, with the default W/U precision too)."""
+    """The default recipe's configs (for the fused kernels, with the default A and W/U precisions too)."""
     from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + (f":{DEFAULT_WU_PRECISION}" if c.kernel == "gdn_intra" else "")
+    want = f"{p}:{p}:{p}" + {"gdn_intra": f":{DEFAULT_WU_PRECISION}",
+                             "dplr_intra": f":{DEFAULT_A_PRECISION}:{DEFAULT_WU_PRECISION}"}.get(c.kernel, "")
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
-    use), then 32, 16 and 128; the default method first; the fused GDN kernel after solve_tril."""
+    use), then 32, 16 and 128; the default method first; the fused GDN and DPLR kernels after solve_tril."""
     from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
@@ -85,17 +90,23 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     order = {64: 0, 32: 1, 16: 2, 128: 3}
     methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
     out = []
-    for kernel in ("solve_tril", "gdn_intra"):
-        if kernel not in kernels:
+    for kernel in ("solve_tril", "gdn_intra", "dplr_intra"):
+        if kernel not in kernels.split(","):
             continue
         for bt in sorted(bts, key=lambda b: order.get(b, 9)):
-            if kernel == "gdn_intra" and bt > MAX_CHUNK:
+            if kernel != "solve_tril" and bt > MAX_CHUNK:
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
                 if kernel == "gdn_intra":  # W/U in bf16 (fla's products); the default's also at the default W/U
                     wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
+                elif kernel == "dplr_intra":  # A products default (tf32x3), W/U in bf16 (fla's); the default
+                    # method also at the default W/U and with fla's tf32 A products
+                    pairs = [(DEFAULT_A_PRECISION, "bf16")]
+                    if m == DEFAULT_METHOD:
+                        pairs = [(DEFAULT_A_PRECISION, DEFAULT_WU_PRECISION), *pairs, ("tf32", "bf16")]
+                    precs = [f"{precs[0]}:{ap}:{wu}" for ap, wu in pairs]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 
@@ -180,7 +191,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": SHAPE["H"], "BT": c.bt, "S": tile_edge(c.method, c.bt), "IS_VARLEN": False,
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
-    else:
+    elif c.kernel == "gdn_intra":
         from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
@@ -192,6 +203,19 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = s["HV"] // s["H"]
+    elif c.kernel == "dplr_intra":
+        from deltainv.kernels.dplr.triton import _block, dplr_intra_kernel, factor_limit
+
+        fn = _jit(dplr_intra_kernel)
+        s = DPLR_SHAPE
+        types = {**{x: "*bf16" for x in ("q", "k", "v", "a", "b", "A_qk", "A_qb", "qg", "kg", "ag", "bg", "w", "u")},
+                 **{x: "*fp32" for x in ("gi", "ge", "A_ab", "A_ak", "Ai")}, "cu_seqlens": "*i32",
+                 "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "n_items": "i32"}
+        values = {"H": s["H"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
+                  "BKA": max(16, 1 << (s["K"] - 1).bit_length()), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[0], "METHOD": c.method,
+                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[1], "NC": c.nc}
+        trips = 1
     signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
     # Triton runs ptxas with -v and prints its log on request; keep it instead of running ptxas twice.
@@ -220,6 +244,11 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
     if c.kernel == "solve_tril":
         chunks = SHAPE["B"] * SHAPE["H"] * SHAPE["T"] // c.bt
         nbytes = SHAPE["B"] * SHAPE["T"] * SHAPE["H"] * c.bt * (4 + 2)  # fp32 A in, bf16 out
+    elif c.kernel == "dplr_intra":
+        s = DPLR_SHAPE
+        chunks = s["B"] * s["H"] * s["T"] // c.bt
+        # q k a b v (bf16) and gi ge (fp32) in; qg kg ag bg w u (bf16), A_qk A_qb (bf16), A_ak (fp32) out
+        nbytes = s["B"] * s["T"] * s["H"] * (5 * s["K"] * 2 + 2 * s["K"] * 4 + 6 * s["K"] * 2 + c.bt * (2 + 2 + 4))
     else:
         s = GDN_SHAPE
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
@@ -231,7 +260,8 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="solve_tril,gdn_intra", help="comma list: solve_tril, gdn_intra")
+    ap.add_argument("--kernels", default="solve_tril,gdn_intra,dplr_intra",
+                    help="comma list: solve_tril, gdn_intra, dplr_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
@@ -256,7 +286,7 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
+            "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE, "dplr_shape": DPLR_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
     rows: list[dict] = []
@@ -282,7 +312,8 @@ def write(out: Path, meta: dict, rows: list[dict]) -> None:
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
-             "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128) "
+             "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
+             "dplr_intra: B1 T16k, 32 heads, d 64) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
              "| kernel | method | BT | NC | warps | merge:base:refine(:wu) | seconds | registers | spill B | "
              "MMA/chunk | warp-instr/chunk | predicted us | floor us |",

@@ -29,6 +29,7 @@ rows are read with their row index clamped to the chunk's last real row (the edg
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from ..chunking import DEFAULT_WU_PRECISION
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, prep, put, tri, zeros
+from ..triton_tiles import dot, pow2, prep, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -47,6 +48,16 @@ from .pytorch import check_dplr_inputs
 
 #: Default operand precision of the four ``A`` products: they feed the inverse, so fp32-accurate.
 DEFAULT_A_PRECISION = "tf32x3"
+
+#: Largest exponent (natural-log units) a diagonal tile's factorised decay may reach before the kernel
+#: takes the exact column-by-column path: e^30 per factor keeps every product, even the masked ones
+#: above the diagonal (e^60), far from fp32's range. RWKV-7 (gates >= -0.6065) reaches about 5.5.
+FACTOR_LIMIT = 30.0
+
+def factor_limit(gate_log2: bool) -> float:
+    """:data:`FACTOR_LIMIT` in the gate's units."""
+    return FACTOR_LIMIT / math.log(2) if gate_log2 else FACTOR_LIMIT
+
 
 #: Largest chunk size (fla's DPLR uses 16..64; at 128 the register tiles spill, as for GDN).
 MAX_CHUNK = 64
@@ -118,49 +129,74 @@ def _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, keep_l, keep_r, 
 
 
 @triton.jit
+def _diag(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, NC: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
+          K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr, A_PREC: tl.constexpr, LIMIT: tl.constexpr):
+    """Diagonal tile I of ``(A_qk, A_qb, A_ak, A_ab)``: one tensor-core product per matrix against the
+    reference ``C = Gi`` at the tile's row 7 when every exponent of the factorisation is at most
+    ``LIMIT`` (all programs' chunks; RWKV-7's gates give at most ~5.5), else exactly, column by column."""
+    o = tl.arange(0, S)
+    rows = I * S + tl.broadcast_to(o[None, :], (NC, S))
+    keep = (rows < n_rows[:, None])[:, :, None]
+    g_rows = _clamp(rows, n_rows)
+    Gi = _load(gi, base, g_rows, n_rows, 0, H * K, BK, K)
+    Ge = _load(ge, base, g_rows, n_rows, 0, H * K, BK, K)
+    C = _load(gi, base, _clamp(tl.zeros((NC, S), dtype=tl.int32) + (I * S + S // 2 - 1), n_rows), n_rows, 0,
+              H * K, BK, K)
+    ql = _load(q, base, rows, n_rows, 0, H * K, BK, K)
+    al = _load(a, base, rows, n_rows, 0, H * K, BK, K)
+    kl = _load(k, base, rows, n_rows, 0, H * K, BK, K)
+    bl = _load(b, base, rows, n_rows, 0, H * K, BK, K)
+    # Ge >= Gi row by row, so Ge - C bounds every left exponent; C - Gi every right one.
+    worst = tl.maximum(tl.max(tl.where(keep, Ge - C, 0.0)), tl.max(tl.where(keep, C - Gi, 0.0)))
+    lower = (o[:, None] >= o[None, :])[None, :, :]
+    strict = (o[:, None] > o[None, :])[None, :, :]
+    if worst <= LIMIT:
+        er = tl.where(keep, _ex(tl.where(keep, C - Gi, 0.0), LOG2), 0.0)
+        lq = prep(_side(ql, Gi, C, keep, True, LOG2), A_PREC)
+        la = prep(_side(al, Ge, C, keep, True, LOG2), A_PREC)
+        kt = prep(tl.permute(kl * er, (0, 2, 1)), A_PREC)
+        bt = prep(tl.permute(bl * er, (0, 2, 1)), A_PREC)
+        qk = tl.where(lower, dot(lq, kt, zeros(NC, S), A_PREC), 0.0)
+        qb = tl.where(lower, dot(lq, bt, zeros(NC, S), A_PREC), 0.0)
+        ak = tl.where(strict, dot(la, kt, zeros(NC, S), A_PREC), 0.0)
+        ab = tl.where(strict, dot(la, bt, zeros(NC, S), A_PREC), 0.0)
+    else:
+        qk = zeros(NC, S)
+        qb = zeros(NC, S)
+        ak = zeros(NC, S)
+        ab = zeros(NC, S)
+        for j in range(S):   # a runtime loop: compact code for a path only extreme gates take
+            sel = (o == j)[None, :, None]
+            kj = tl.sum(tl.where(sel, kl, 0.0), 1)[:, None, :]            # row j: [NC, 1, BK]
+            bj = tl.sum(tl.where(sel, bl, 0.0), 1)[:, None, :]
+            gj = tl.sum(tl.where(sel, Gi, 0.0), 1)[:, None, :]
+            inc = keep & (o >= j)[None, :, None]
+            stc = keep & (o > j)[None, :, None]
+            di = _ex(tl.where(inc, Gi - gj, 0.0), LOG2)
+            de = _ex(tl.where(stc, Ge - gj, 0.0), LOG2)
+            col = (o == j)[None, None, :]
+            qk = tl.where(col, tl.sum(tl.where(inc, ql * kj * di, 0.0), 2)[:, :, None], qk)
+            qb = tl.where(col, tl.sum(tl.where(inc, ql * bj * di, 0.0), 2)[:, :, None], qb)
+            ak = tl.where(col, tl.sum(tl.where(stc, al * kj * de, 0.0), 2)[:, :, None], ak)
+            ab = tl.where(col, tl.sum(tl.where(stc, al * bj * de, 0.0), 2)[:, :, None], ab)
+    return qk, qb, ak, ab
+
+
+@triton.jit
 def _tile(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, J: tl.constexpr, NC: tl.constexpr,
           S: tl.constexpr, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr,
-          A_PREC: tl.constexpr):
+          A_PREC: tl.constexpr, LIMIT: tl.constexpr):
     """Tile (I, J) of ``(A_qk, A_qb, A_ak, A_ab)`` (unscaled; see the module docstring for the references)."""
-    o = tl.arange(0, S)
-    live = tl.broadcast_to(o[None, :], (NC, S))
-    rl = I * S + live
-    rr = J * S + live
-    vl = rl < n_rows[:, None]
-    vr = rr < n_rows[:, None]
-    acc = (zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S))
     if I != J:
+        live = tl.broadcast_to(tl.arange(0, S)[None, :], (NC, S))
+        rl = I * S + live
+        rr = J * S + live
         ref = tl.zeros((NC, S), dtype=tl.int32) + (J * S + S - 1)
-        acc = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, ref, ref, vl, vr, acc, H, K, BK, LOG2, A_PREC)
+        acc = (zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S))
+        acc = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, ref, ref, rl < n_rows[:, None], rr < n_rows[:, None],
+                    acc, H, K, BK, LOG2, A_PREC)
     else:
-        qk, qb, ak, ab = acc
-        for lev in tl.static_range(4):
-            s: tl.constexpr = 8 >> lev
-            blk = live // s
-            refl = I * S + blk * s - 1                 # odd s-blocks: the row before the block
-            refr = I * S + blk * s + s - 1             # even s-blocks: the block's last row
-            odd = (blk % 2) == 1
-            part = zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S)
-            part = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, vl & odd, vr & (~odd), part,
-                         H, K, BK, LOG2, A_PREC)
-            band = ((o[:, None] // (2 * s)) == (o[None, :] // (2 * s))) & (((o[:, None] // s) % 2) == 1) \
-                & (((o[None, :] // s) % 2) == 0)
-            band = band[None, :, :]
-            qk = qk + tl.where(band, part[0], 0.0)
-            qb = qb + tl.where(band, part[1], 0.0)
-            ak = ak + tl.where(band, part[2], 0.0)
-            ab = ab + tl.where(band, part[3], 0.0)
-        # The diagonal of A_qk / A_qb: exp(Gi_i - Gi_i) = 1, a row-wise product.
-        dqk = tl.zeros((NC, S), dtype=tl.float32)
-        dqb = tl.zeros((NC, S), dtype=tl.float32)
-        for c in tl.static_range(0, K, BK):
-            ql = _load(q, base, rl, n_rows, c, H * K, BK, K)
-            dqk += tl.sum(ql * _load(k, base, rl, n_rows, c, H * K, BK, K), 2)
-            dqb += tl.sum(ql * _load(b, base, rl, n_rows, c, H * K, BK, K), 2)
-        diag = (o[:, None] == o[None, :])[None, :, :]
-        qk = tl.where(diag, dqk[:, :, None], qk)
-        qb = tl.where(diag, dqb[:, :, None], qb)
-        acc = (qk, qb, ak, ab)
+        acc = _diag(q, k, a, b, gi, ge, base, n_rows, I, NC, S, H, K, BK, LOG2, A_PREC, LIMIT)
     return acc
 
 
@@ -181,14 +217,15 @@ def _load_tile(ptr, base, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.conste
     return tl.load(ptr + offs, mask=row_mask(n_rows, I, S), other=0.0).to(tl.float32)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BT", "IS_VARLEN", "GATE_LOG2", "STORE_A", "A_PREC",
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BT", "IS_VARLEN", "GATE_LOG2", "LIMIT", "STORE_A", "A_PREC",
                                                 "METHOD", "PREC", "BASE_PREC", "REFINE_PREC", "WU_PREC"],
                  prune_configs_by={"early_config_prune": prune_configs})
 @triton.jit(do_not_specialize=["T", "n_items", "scale"])
 def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens,
                       chunk_indices, scale, T, n_items, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                      BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
-                      GATE_LOG2: tl.constexpr, STORE_A: tl.constexpr, A_PREC: tl.constexpr, METHOD: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr, BKA: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                      GATE_LOG2: tl.constexpr, LIMIT: tl.constexpr, STORE_A: tl.constexpr, A_PREC: tl.constexpr,
+                      METHOD: tl.constexpr,
                       PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr,
                       WU_PREC: tl.constexpr, NC: tl.constexpr):
     """Every output of :func:`chunk_dplr_fwd_intra` for NC (chunk, head) items."""
@@ -203,7 +240,8 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
     L = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BK, GATE_LOG2, A_PREC)
+            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BKA, GATE_LOG2, A_PREC,
+                                   LIMIT)
             _store_tile(A_qk, a_base, n_rows, qk * scale, i, j, NC, S, H, BT)
             _store_tile(A_qb, a_base, n_rows, qb * scale, i, j, NC, S, H, BT)
             _store_tile(A_ak, a_base, n_rows, ak, i, j, NC, S, H, BT)
@@ -373,8 +411,8 @@ def chunk_dplr_fwd_intra(
     if n_items:
         dplr_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
             q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens, chunk_indices,
-            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BT=BT, IS_VARLEN=cu_seqlens is not None,
-            GATE_LOG2=gate_log2, STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
+            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BKA=max(16, triton.next_power_of_2(K)),
+            BT=BT, IS_VARLEN=cu_seqlens is not None, GATE_LOG2=gate_log2, LIMIT=factor_limit(gate_log2), STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
             BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
         )
     return A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai

@@ -188,3 +188,18 @@ def test_backend_choice_and_bad_arguments():
 
     with pytest.raises(ValueError, match="study hook"):
         chunk_rwkv7(q, gk, k, v, a, b, inverse=fla_fp16_inverse, backend="triton")
+
+
+def test_dropin_picks_the_fused_kernel_for_triton(seed):
+    """``dropin.dplr_fwd_intra``: fla's call shape; ``backend="triton"`` runs the fused kernel (here under
+    the interpreter), ``"torch"`` the reference, with the same numbers."""
+    from deltainv.kernels import dropin
+
+    (q, k, v, a, b), gk, cu = _inputs(seed, T=40, cu=(0, 40))
+    gi, ge = _cumsum(gk, 32, cu, log2=True)
+    args = [x.to(DEVICE) for x in (q, k, v, a, b, gi, ge)]
+    tri = dropin.dplr_fwd_intra("mxr_refine", backend="triton")
+    ref = dropin.dplr_fwd_intra("mxr_refine", backend="torch")
+    assert tri.deltainv["backend"] == "triton" and tri.recipe.name == "mxr_refine"
+    for name, x, y in zip(NAMES, tri(*args, 0.5, 32, cu.to(DEVICE)), ref(*(x.cpu() for x in args), 0.5, 32, cu)):
+        torch.testing.assert_close(x.cpu(), y, rtol=2e-5, atol=2e-5, msg=name)
