@@ -212,7 +212,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                  **{x: "*fp32" for x in ("gi", "ge", "A_ab", "A_ak", "Ai")}, "cu_seqlens": "*i32",
                  "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "n_items": "i32"}
         values = {"H": s["H"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
-                  "BKA": max(16, 1 << (s["K"] - 1).bit_length()), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
                   "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[0], "METHOD": c.method,
                   "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[1], "NC": c.nc}
         trips = 1

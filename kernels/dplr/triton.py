@@ -132,53 +132,65 @@ def _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, keep_l, keep_r, 
 def _diag(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, NC: tl.constexpr, S: tl.constexpr, H: tl.constexpr,
           K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr, A_PREC: tl.constexpr, LIMIT: tl.constexpr):
     """Diagonal tile I of ``(A_qk, A_qb, A_ak, A_ab)``: one tensor-core product per matrix against the
-    reference ``C = Gi`` at the tile's row 7 when every exponent of the factorisation is at most
-    ``LIMIT`` (all programs' chunks; RWKV-7's gates give at most ~5.5), else exactly, column by column."""
+    reference ``C = Gi`` at the tile's row 7 when every exponent of that factorisation is at most
+    ``LIMIT`` (over the program's chunks; RWKV-7's gates give at most ~5.5), else exactly, column by
+    column in a runtime loop (compact code for a path only extreme gates take)."""
     o = tl.arange(0, S)
     rows = I * S + tl.broadcast_to(o[None, :], (NC, S))
     keep = (rows < n_rows[:, None])[:, :, None]
     g_rows = _clamp(rows, n_rows)
-    Gi = _load(gi, base, g_rows, n_rows, 0, H * K, BK, K)
-    Ge = _load(ge, base, g_rows, n_rows, 0, H * K, BK, K)
-    C = _load(gi, base, _clamp(tl.zeros((NC, S), dtype=tl.int32) + (I * S + S // 2 - 1), n_rows), n_rows, 0,
-              H * K, BK, K)
-    ql = _load(q, base, rows, n_rows, 0, H * K, BK, K)
-    al = _load(a, base, rows, n_rows, 0, H * K, BK, K)
-    kl = _load(k, base, rows, n_rows, 0, H * K, BK, K)
-    bl = _load(b, base, rows, n_rows, 0, H * K, BK, K)
-    # Ge >= Gi row by row, so Ge - C bounds every left exponent; C - Gi every right one.
-    worst = tl.maximum(tl.max(tl.where(keep, Ge - C, 0.0)), tl.max(tl.where(keep, C - Gi, 0.0)))
-    lower = (o[:, None] >= o[None, :])[None, :, :]
-    strict = (o[:, None] > o[None, :])[None, :, :]
+    c_rows = _clamp(tl.zeros((NC, S), dtype=tl.int32) + (I * S + S // 2 - 1), n_rows)
+    # Ge >= Gi row by row, so Ge - C bounds every left exponent and C - Gi every right one.
+    worst = 0.0
+    for c in tl.static_range(0, K, BK):
+        C = _load(gi, base, c_rows, n_rows, c, H * K, BK, K)
+        hi = tl.max(tl.where(keep, _load(ge, base, g_rows, n_rows, c, H * K, BK, K) - C, 0.0))
+        lo = tl.max(tl.where(keep, C - _load(gi, base, g_rows, n_rows, c, H * K, BK, K), 0.0))
+        worst = tl.maximum(worst, tl.maximum(hi, lo))
+    qk = zeros(NC, S)
+    qb = zeros(NC, S)
+    ak = zeros(NC, S)
+    ab = zeros(NC, S)
     if worst <= LIMIT:
-        er = tl.where(keep, _ex(tl.where(keep, C - Gi, 0.0), LOG2), 0.0)
-        lq = prep(_side(ql, Gi, C, keep, True, LOG2), A_PREC)
-        la = prep(_side(al, Ge, C, keep, True, LOG2), A_PREC)
-        kt = prep(tl.permute(kl * er, (0, 2, 1)), A_PREC)
-        bt = prep(tl.permute(bl * er, (0, 2, 1)), A_PREC)
-        qk = tl.where(lower, dot(lq, kt, zeros(NC, S), A_PREC), 0.0)
-        qb = tl.where(lower, dot(lq, bt, zeros(NC, S), A_PREC), 0.0)
-        ak = tl.where(strict, dot(la, kt, zeros(NC, S), A_PREC), 0.0)
-        ab = tl.where(strict, dot(la, bt, zeros(NC, S), A_PREC), 0.0)
+        for c in tl.static_range(0, K, BK):
+            C = _load(gi, base, c_rows, n_rows, c, H * K, BK, K)
+            Gi = _load(gi, base, g_rows, n_rows, c, H * K, BK, K)
+            er = tl.where(keep, _ex(tl.where(keep, C - Gi, 0.0), LOG2), 0.0)
+            lq = prep(_side(_load(q, base, rows, n_rows, c, H * K, BK, K), Gi, C, keep, True, LOG2), A_PREC)
+            la = prep(_side(_load(a, base, rows, n_rows, c, H * K, BK, K),
+                            _load(ge, base, g_rows, n_rows, c, H * K, BK, K), C, keep, True, LOG2), A_PREC)
+            kt = prep(tl.permute(_load(k, base, rows, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
+            bt = prep(tl.permute(_load(b, base, rows, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
+            qk = dot(lq, kt, qk, A_PREC)
+            qb = dot(lq, bt, qb, A_PREC)
+            ak = dot(la, kt, ak, A_PREC)
+            ab = dot(la, bt, ab, A_PREC)
+        lower = (o[:, None] >= o[None, :])[None, :, :]
+        strict = (o[:, None] > o[None, :])[None, :, :]
+        qk = tl.where(lower, qk, 0.0)
+        qb = tl.where(lower, qb, 0.0)
+        ak = tl.where(strict, ak, 0.0)
+        ab = tl.where(strict, ab, 0.0)
     else:
-        qk = zeros(NC, S)
-        qb = zeros(NC, S)
-        ak = zeros(NC, S)
-        ab = zeros(NC, S)
-        for j in range(S):   # a runtime loop: compact code for a path only extreme gates take
-            sel = (o == j)[None, :, None]
-            kj = tl.sum(tl.where(sel, kl, 0.0), 1)[:, None, :]            # row j: [NC, 1, BK]
-            bj = tl.sum(tl.where(sel, bl, 0.0), 1)[:, None, :]
-            gj = tl.sum(tl.where(sel, Gi, 0.0), 1)[:, None, :]
-            inc = keep & (o >= j)[None, :, None]
-            stc = keep & (o > j)[None, :, None]
-            di = _ex(tl.where(inc, Gi - gj, 0.0), LOG2)
-            de = _ex(tl.where(stc, Ge - gj, 0.0), LOG2)
-            col = (o == j)[None, None, :]
-            qk = tl.where(col, tl.sum(tl.where(inc, ql * kj * di, 0.0), 2)[:, :, None], qk)
-            qb = tl.where(col, tl.sum(tl.where(inc, ql * bj * di, 0.0), 2)[:, :, None], qb)
-            ak = tl.where(col, tl.sum(tl.where(stc, al * kj * de, 0.0), 2)[:, :, None], ak)
-            ab = tl.where(col, tl.sum(tl.where(stc, al * bj * de, 0.0), 2)[:, :, None], ab)
+        for c in tl.static_range(0, K, BK):
+            Gi = _load(gi, base, g_rows, n_rows, c, H * K, BK, K)
+            Ge = _load(ge, base, g_rows, n_rows, c, H * K, BK, K)
+            ql = _load(q, base, rows, n_rows, c, H * K, BK, K)
+            al = _load(a, base, rows, n_rows, c, H * K, BK, K)
+            for j in range(S):
+                rj = tl.zeros((NC, 1), dtype=tl.int32) + (I * S + j)
+                kj = _load(k, base, rj, n_rows, c, H * K, BK, K)                  # row j: [NC, 1, BK]
+                bj = _load(b, base, rj, n_rows, c, H * K, BK, K)
+                gj = _load(gi, base, _clamp(rj, n_rows), n_rows, c, H * K, BK, K)
+                inc = keep & (o >= j)[None, :, None]
+                stc = keep & (o > j)[None, :, None]
+                di = _ex(tl.where(inc, Gi - gj, 0.0), LOG2)
+                de = _ex(tl.where(stc, Ge - gj, 0.0), LOG2)
+                col = (o == j)[None, None, :]
+                qk += tl.where(col, tl.sum(tl.where(inc, ql * kj * di, 0.0), 2)[:, :, None], 0.0)
+                qb += tl.where(col, tl.sum(tl.where(inc, ql * bj * di, 0.0), 2)[:, :, None], 0.0)
+                ak += tl.where(col, tl.sum(tl.where(stc, al * kj * de, 0.0), 2)[:, :, None], 0.0)
+                ab += tl.where(col, tl.sum(tl.where(stc, al * bj * de, 0.0), 2)[:, :, None], 0.0)
     return qk, qb, ak, ab
 
 
@@ -223,7 +235,7 @@ def _load_tile(ptr, base, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.conste
 @triton.jit(do_not_specialize=["T", "n_items", "scale"])
 def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens,
                       chunk_indices, scale, T, n_items, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                      BK: tl.constexpr, BV: tl.constexpr, BKA: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
                       GATE_LOG2: tl.constexpr, LIMIT: tl.constexpr, STORE_A: tl.constexpr, A_PREC: tl.constexpr,
                       METHOD: tl.constexpr,
                       PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr,
@@ -240,7 +252,7 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
     L = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BKA, GATE_LOG2, A_PREC,
+            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BK, GATE_LOG2, A_PREC,
                                    LIMIT)
             _store_tile(A_qk, a_base, n_rows, qk * scale, i, j, NC, S, H, BT)
             _store_tile(A_qb, a_base, n_rows, qb * scale, i, j, NC, S, H, BT)
@@ -411,8 +423,7 @@ def chunk_dplr_fwd_intra(
     if n_items:
         dplr_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
             q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens, chunk_indices,
-            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BKA=max(16, triton.next_power_of_2(K)),
-            BT=BT, IS_VARLEN=cu_seqlens is not None, GATE_LOG2=gate_log2, LIMIT=factor_limit(gate_log2), STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
+            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BT=BT, IS_VARLEN=cu_seqlens is not None, GATE_LOG2=gate_log2, LIMIT=factor_limit(gate_log2), STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
             BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
         )
     return A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai
