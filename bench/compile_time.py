@@ -204,7 +204,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = s["HV"] // s["H"]
     elif c.kernel == "dplr_intra":
-        from deltainv.kernels.dplr.triton import _block, dplr_intra_kernel, factor_limit
+        from deltainv.kernels.dplr.triton import A_SLICE, _block, dplr_intra_kernel, factor_limit
 
         fn = _jit(dplr_intra_kernel)
         s = DPLR_SHAPE
@@ -212,7 +212,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                  **{x: "*fp32" for x in ("gi", "ge", "A_ab", "A_ak", "Ai")}, "cu_seqlens": "*i32",
                  "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "n_items": "i32"}
         values = {"H": s["H"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
-                  "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "BKA": A_SLICE, "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
                   "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[0], "METHOD": c.method,
                   "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[1], "NC": c.nc}
         trips = 1

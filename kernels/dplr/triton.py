@@ -40,7 +40,7 @@ from ..chunking import DEFAULT_WU_PRECISION
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, pow2, prep, tri, zeros
+from ..triton_tiles import dot, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -235,7 +235,8 @@ def _load_tile(ptr, base, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.conste
 @triton.jit(do_not_specialize=["T", "n_items", "scale"])
 def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens,
                       chunk_indices, scale, T, n_items, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                      BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr,
+                      BK: tl.constexpr, BV: tl.constexpr, BKA: tl.constexpr, BT: tl.constexpr,
+                      IS_VARLEN: tl.constexpr,
                       GATE_LOG2: tl.constexpr, LIMIT: tl.constexpr, STORE_A: tl.constexpr, A_PREC: tl.constexpr,
                       METHOD: tl.constexpr,
                       PREC: tl.constexpr, BASE_PREC: tl.constexpr, REFINE_PREC: tl.constexpr,
@@ -252,7 +253,7 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
     L = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BK, GATE_LOG2, A_PREC,
+            qk, qb, ak, ab = _tile(q, k, a, b, gi, ge, base, n_rows, i, j, NC, S, H, K, BKA, GATE_LOG2, A_PREC,
                                    LIMIT)
             _store_tile(A_qk, a_base, n_rows, qk * scale, i, j, NC, S, H, BT)
             _store_tile(A_qb, a_base, n_rows, qb * scale, i, j, NC, S, H, BT)
@@ -274,16 +275,16 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
                     _store_tile(Ai, a_base, n_rows, X[tri(i, j)], i, j, NC, S, H, BT)
                 else:
                     _store_tile(Ai, a_base, n_rows, zeros(NC, S), i, j, NC, S, H, BT)
-    XP = ()
-    for i in tl.static_range(NB):
-        for j in tl.static_range(i + 1):
-            XP = XP + (prep(X[tri(i, j)], WU_PREC),)
-    # Element-wise outputs and W = T ag, K-slice by K-slice.
+    # Element-wise outputs and W = T ag, K-slice by K-slice, block column by block column (only the
+    # current operand and NB accumulators are live beside X; X's tiles are split for the products as used).
     live = tl.broadcast_to(o[None, :], (NC, S))
     last = tl.maximum(n_rows - 1, 0)[:, None] + tl.zeros((NC, S), dtype=tl.int32)
     for c in tl.static_range(0, K, BK):
         g_last = _load(gi, base, last, n_rows, c, H * K, BK, K)
-        s = ()
+        cc = c + tl.arange(0, BK)
+        acc = ()
+        for i in tl.static_range(NB):
+            acc = acc + (tl.zeros((NC, S, BK), dtype=tl.float32),)
         for j in tl.static_range(NB):
             rows = j * S + live
             valid = (rows < n_rows[:, None])[:, :, None]
@@ -294,46 +295,49 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
             decay = _ex(tl.where(valid, g_last - g_i, 0.0), GATE_LOG2)
             x_kg = _load(k, base, rows, n_rows, c, H * K, BK, K) * decay
             x_bg = _load(b, base, rows, n_rows, c, H * K, BK, K) * decay
-            cc = c + tl.arange(0, BK)
             offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * K) + cc[None, None, :]
             m = valid & (cc < K)[None, None, :]
             tl.store(ag + offs, x_ag.to(ag.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
             tl.store(qg + offs, x_qg.to(qg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
             tl.store(kg + offs, x_kg.to(kg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
             tl.store(bg + offs, x_bg.to(bg.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
-            s = s + (prep(x_ag, WU_PREC),)
+            sj = prep(x_ag, WU_PREC)
+            for i in tl.static_range(j, NB):
+                acc = put(acc, i, dot(prep(X[tri(i, j)], WU_PREC), sj, acc[i], WU_PREC))
         for i in tl.static_range(NB):
-            acc = tl.zeros((NC, S, BK), dtype=tl.float32)
-            for j in tl.static_range(i + 1):
-                acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
             rows = i * S + live
-            cc = c + tl.arange(0, BK)
             offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * K) + cc[None, None, :]
             m = (rows < n_rows[:, None])[:, :, None] & (cc < K)[None, None, :]
-            tl.store(w + offs, acc.to(w.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
-    # T A_ak (A_ak read back from this program's own stores), then U = (T A_ak) v.
+            tl.store(w + offs, acc[i].to(w.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+    # T A_ak (A_ak read back from this program's own stores; X dies here), then U = (T A_ak) v.
     tl.debug_barrier()
     TA = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
-            acc = zeros(NC, S)
+            t = zeros(NC, S)
             for kk in tl.static_range(j, i + 1):
-                acc = dot(XP[tri(i, kk)], prep(_load_tile(A_ak, a_base, n_rows, kk, j, S, H, BT), WU_PREC), acc,
-                          WU_PREC)
-            TA = TA + (prep(acc, WU_PREC),)
+                t = dot(prep(X[tri(i, kk)], WU_PREC), prep(_load_tile(A_ak, a_base, n_rows, kk, j, S, H, BT), WU_PREC),
+                        t, WU_PREC)
+            TA = TA + (t,)
     for c in tl.static_range(0, V, BV):
-        s = ()
-        for j in tl.static_range(NB):
-            s = s + (prep(_load(v, v_base, j * S + live, n_rows, c, H * V, BV, V), WU_PREC),)
+        cc = c + tl.arange(0, BV)
+        acc = ()
         for i in tl.static_range(NB):
-            acc = tl.zeros((NC, S, BV), dtype=tl.float32)
-            for j in tl.static_range(i + 1):
-                acc = dot(TA[tri(i, j)], s[j], acc, WU_PREC)
+            acc = acc + (tl.zeros((NC, S, BV), dtype=tl.float32),)
+        for j in tl.static_range(NB):
+            sj = prep(_load(v, v_base, j * S + live, n_rows, c, H * V, BV, V), WU_PREC)
+            for i in tl.static_range(j, NB):
+                acc = put(acc, i, dot(prep(TA[tri(i, j)], WU_PREC), sj, acc[i], WU_PREC))
+        for i in tl.static_range(NB):
             rows = i * S + live
-            cc = c + tl.arange(0, BV)
             offs = v_base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * V) + cc[None, None, :]
             m = (rows < n_rows[:, None])[:, :, None] & (cc < V)[None, None, :]
-            tl.store(u + offs, acc.to(u.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+            tl.store(u + offs, acc[i].to(u.dtype.element_ty, fp_downcast_rounding="rtne"), mask=m)
+
+
+#: K slice of the four A products: 16 wide keeps their eight split operands (tf32x3: hi and lo of
+#: q, a, k, b) beside the live -A_ab tiles without spilling.
+A_SLICE = 16
 
 
 def _block(n: int) -> int:
@@ -423,8 +427,10 @@ def chunk_dplr_fwd_intra(
     if n_items:
         dplr_intra_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
             q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai, cu_seqlens, chunk_indices,
-            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BT=BT, IS_VARLEN=cu_seqlens is not None, GATE_LOG2=gate_log2, LIMIT=factor_limit(gate_log2), STORE_A=store_a, A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision,
-            BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
+            scale, T, n_items, H=H, K=K, V=V, BK=_block(K), BV=_block(V), BKA=A_SLICE, BT=BT,
+            IS_VARLEN=cu_seqlens is not None, GATE_LOG2=gate_log2, LIMIT=factor_limit(gate_log2), STORE_A=store_a,
+            A_PREC=a_prec, METHOD=recipe.name, PREC=recipe.precision, BASE_PREC=recipe.base_precision,
+            REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
         )
     return A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, Ai
 
