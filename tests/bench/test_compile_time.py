@@ -56,3 +56,16 @@ def test_ptxas_report_is_parsed():
            "ptxas-blackwell info    : Used 32 registers, used 1 barriers, 7824 bytes cumulative stack size\n")
     assert ptxas_stats(log) == {"registers": 32, "spill_stores": 16664, "spill_loads": 24576}
     assert ptxas_stats("") == {"registers": -1, "spill_stores": -1, "spill_loads": -1}
+
+
+def test_fused_dplr_configs_and_model():
+    from deltainv.bench.compile_time import configs, is_default
+
+    todo = configs("dplr_intra", [64, 128], ["substitution", "blocked"])
+    assert {c.kernel for c in todo} == {"dplr_intra"} and {c.bt for c in todo} == {64}   # BT 128 is refused
+    subst = {c.precisions for c in todo if c.method == "substitution"}
+    assert subst == {"tf32x3:tf32x3:tf32x3:tf32x3:tf32x3", "tf32x3:tf32x3:tf32x3:tf32x3:bf16",
+                     "tf32x3:tf32x3:tf32x3:tf32:bf16"}
+    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:tf32x3:tf32x3"] * 2
+    predicted, floor = model_us(todo[0], 10_000)
+    assert predicted > 0 and floor > 0
