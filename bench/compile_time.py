@@ -67,21 +67,26 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for the fused kernels, with the default A and W/U precisions too)."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    """The default recipe's configs (for the fused kernels, with the default precisions of bf16 models:
+    W/U by :func:`~deltainv.kernels.chunking.default_wu_precision`, A products by ``DEFAULT_A_PRECISION``)."""
+    import torch
+
+    from deltainv.kernels.chunking import default_wu_precision
     from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + {"gdn_intra": f":{DEFAULT_WU_PRECISION}",
-                             "dplr_intra": f":{DEFAULT_A_PRECISION}:{DEFAULT_WU_PRECISION}"}.get(c.kernel, "")
+    wu = default_wu_precision(torch.bfloat16)
+    want = f"{p}:{p}:{p}" + {"gdn_intra": f":{wu}", "dplr_intra": f":{DEFAULT_A_PRECISION}:{wu}"}.get(c.kernel, "")
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
     use), then 32, 16 and 128; the default method first; the fused GDN and DPLR kernels after solve_tril."""
-    from deltainv.kernels.chunking import DEFAULT_WU_PRECISION
+    import torch
+
+    from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
     from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
@@ -98,14 +103,16 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
-                if kernel == "gdn_intra":  # W/U in bf16 (fla's products); the default's also at the default W/U
-                    wus = dict.fromkeys(["bf16"] + ([DEFAULT_WU_PRECISION] if m == DEFAULT_METHOD else []))
+                if kernel == "gdn_intra":  # W/U as bf16 models get them (fla's products); the default's also in tf32x3
+                    wus = dict.fromkeys([default_wu_precision(torch.bfloat16)]
+                                        + ([FULL_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
-                elif kernel == "dplr_intra":  # A products default (tf32x3), W/U in bf16 (fla's); the default
-                    # method also at the default W/U and with fla's tf32 A products
-                    pairs = [(DEFAULT_A_PRECISION, "bf16")]
+                elif kernel == "dplr_intra":  # A products default (tf32x3), W/U as bf16 models get them (fla's
+                    # products); the default method also with tf32x3 W/U and with fla's tf32 A products
+                    bf = default_wu_precision(torch.bfloat16)
+                    pairs = [(DEFAULT_A_PRECISION, bf)]
                     if m == DEFAULT_METHOD:
-                        pairs = [(DEFAULT_A_PRECISION, DEFAULT_WU_PRECISION), *pairs, ("tf32", "bf16")]
+                        pairs = [*pairs, (DEFAULT_A_PRECISION, FULL_WU_PRECISION), ("tf32", bf)]
                     precs = [f"{precs[0]}:{ap}:{wu}" for ap, wu in pairs]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
@@ -192,7 +199,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
     elif c.kernel == "gdn_intra":
-        from deltainv.kernels.gdn.triton import _block, gdn_intra_kernel
+        from deltainv.kernels.gdn.triton import KK_PER_HEAD, _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
         s = GDN_SHAPE
@@ -201,7 +208,8 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
                   "BT": c.bt, "IS_VARLEN": False, "USE_G": True, "GATE_LOG2": False, "STORE_A": False,
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
-                  "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+                  "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
+                  "NC": c.nc}
         trips = s["HV"] // s["H"]
     elif c.kernel == "dplr_intra":
         from deltainv.kernels.dplr.triton import A_SLICE, _block, dplr_intra_kernel, factor_limit
@@ -266,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the existing results' rows of the (kernel, BT) pairs not compiled in this run")
     args = ap.parse_args(argv)
 
     # A cold compile every time: Triton's on-disk cache would otherwise answer in milliseconds.
@@ -289,11 +299,17 @@ def _run(args) -> int:
             "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE, "dplr_shape": DPLR_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
-    rows: list[dict] = []
+    kept: list[dict] = []
+    if args.update and (out / "compile_time.json").exists():
+        old = json.loads((out / "compile_time.json").read_text())
+        ran = {(c.kernel, c.bt) for c in todo}
+        kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if (r["kernel"], r["bt"]) not in ran]
+        meta["planned"] += len(kept)
+    rows: list[dict] = list(kept)
     for n, c in enumerate(todo, 1):
         r = compile_config(c, args.arch)
         predicted, floor = model_us(c, r["warp_instructions_per_chunk"])
-        rows.append({"kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
+        rows.append({"command": meta["command"], "kernel": c.kernel, "method": c.method, "bt": c.bt, "warps": c.warps, "chunks_per_program": c.nc,
                      "precisions": c.precisions, **r, "predicted_us": predicted, "floor_us": floor,
                      "default": is_default(c)})
         print(f"[compile {n}/{len(todo)}] {c.kernel:<10} {c.method:<12} bt {c.bt:3d} nc {c.nc} warps {c.warps} "
@@ -308,7 +324,9 @@ def _run(args) -> int:
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
-             f"triton {meta['triton']}, {meta['date']}. `{meta['command']}` ({len(rows)} of {meta['planned']} configs).",
+             f"triton {meta['triton']}, {meta['date']}. "
+             + "; ".join(f"`{cmd}`" for cmd in dict.fromkeys(r.get("command", meta["command"]) for r in rows))
+             + f" ({len(rows)} of {meta['planned']} configs).",
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "

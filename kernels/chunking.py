@@ -30,10 +30,22 @@ import torch
 
 from .index import ChunkTable
 
-#: Default operand precision of the ``W = T (beta exp(G) K)`` and ``U = T (beta V)`` products of
-#: the references: the engines round ``T`` to bf16 (``"bf16"``); deltainv keeps tf32x3 because
-#: that rounding dominates the output error (README "Numerics").
-DEFAULT_WU_PRECISION = "tf32x3"
+#: Operand precision of the ``W = T (beta exp(G) K)`` and ``U = T (beta V)`` products when the caller
+#: names none, by the dtype ``W``/``U`` are stored in: the cheapest operand format whose rounding is
+#: no coarser than that storage. bf16 models store ``W``/``U`` in bf16, so bf16 operands (fla's and the
+#: engines' recipe: ``T`` rounded to bf16) cost one more rounding of the same size and take the
+#: tensor cores' bf16 path; fp16 storage gets tf32 (fp16's mantissa, fp32's range: ``T`` can exceed
+#: 65504); fp32 (and float64) storage gets tf32x3. README "Numerics" has the measured cost.
+WU_PRECISION_BY_DTYPE: dict[torch.dtype, str] = {torch.bfloat16: "bf16", torch.float16: "tf32"}
+FULL_WU_PRECISION = "tf32x3"
+
+
+def default_wu_precision(dtype: torch.dtype, wu_precision: str | None = None) -> str:
+    """``wu_precision`` if given, else the default for ``W``/``U`` stored in ``dtype`` (see
+    :data:`WU_PRECISION_BY_DTYPE`); the caller validates the name."""
+    if wu_precision is not None:
+        return wu_precision
+    return WU_PRECISION_BY_DTYPE.get(dtype, FULL_WU_PRECISION)
 
 
 def check_inputs(
@@ -195,7 +207,9 @@ def chunk_recurrence(
 
 
 __all__ = [
-    "DEFAULT_WU_PRECISION",
+    "FULL_WU_PRECISION",
+    "WU_PRECISION_BY_DTYPE",
+    "default_wu_precision",
     "check_inputs",
     "chunk_recurrence",
     "gate_exp",

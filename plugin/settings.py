@@ -70,6 +70,12 @@ VARIABLES: tuple[Variable, ...] = (
         "Operand precision of the method's matrix products (the registry's precision vocabulary).",
     ),
     Variable(
+        "DELTAINV_WU_PRECISION", "auto", ("auto", *PRECISIONS),
+        "Operand precision of the W = T (beta exp(G) K) and U = T (beta V) products in the GDN and KDA intra "
+        "drop-ins: auto follows the dtype W/U are stored in (bf16 models: bf16 operands, fla's recipe and its "
+        "error class; fp32: tf32x3); tf32x3 keeps the products fp32-accurate on bf16 models at a speed cost.",
+    ),
+    Variable(
         "DELTAINV_OPTIONS", "", None,
         "Method options as comma-separated key=value, e.g. 'refine_precision=tf32x3' (mxr_refine) or "
         "'iters=14' (newton_schulz); checked against the method's options in the registry.",
@@ -194,6 +200,7 @@ class Settings:
     method: str | None = None
     precision: str = DEFAULT_PRECISION
     options: tuple[tuple[str, Any], ...] = ()
+    wu_precision: str = "auto"
     backend: str = "auto"
     targets: frozenset[str] = field(default_factory=lambda: frozenset(TARGET_GROUPS))
     strict: bool = False
@@ -224,6 +231,9 @@ class Settings:
                                     f"{ENGINE_CHUNK_SIZE}x{ENGINE_CHUNK_SIZE} chunks")
         elif self.precision not in PRECISIONS:
             raise SettingsError(f"DELTAINV_PRECISION={self.precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
+        if self.wu_precision not in ("auto", *PRECISIONS):
+            raise SettingsError(f"DELTAINV_WU_PRECISION={self.wu_precision!r} is not valid; choose one of: auto, "
+                                f"{', '.join(PRECISIONS)}")
         if self.backend not in ("auto", *BACKENDS):
             raise SettingsError(f"DELTAINV_BACKEND={self.backend!r} is not valid; choose one of: auto, {', '.join(BACKENDS)}")
         for method in (self.method, self.guard_method):
@@ -264,6 +274,7 @@ class Settings:
             precision=(_choice(env, "DELTAINV_PRECISION") if env.get("DELTAINV_PRECISION", "").strip() or method is None
                        else resolve(method).precision),  # unset: the default, or the method's own (torch: fp32)
             options=_options(env, method),
+            wu_precision=_choice(env, "DELTAINV_WU_PRECISION"),
             backend=_choice(env, "DELTAINV_BACKEND"),
             targets=_targets(env),
             strict=_bool(env, "DELTAINV_STRICT"),
@@ -280,6 +291,7 @@ class Settings:
             "DELTAINV_METHOD": self.method or "off",
             "DELTAINV_PRECISION": self.precision,
             "DELTAINV_OPTIONS": ",".join(f"{k}={v}" for k, v in self.options),
+            "DELTAINV_WU_PRECISION": self.wu_precision,
             "DELTAINV_BACKEND": self.backend,
             "DELTAINV_TARGETS": ",".join(t for t in TARGET_GROUPS if t in self.targets),
             "DELTAINV_STRICT": "1" if self.strict else "0",
@@ -295,7 +307,8 @@ class Settings:
         if not self.active:
             return "off"
         opts = "".join(f" {k}={v}" for k, v in self.options)
-        return f"method={self.method} precision={self.precision}{opts}"
+        wu = "" if self.wu_precision == "auto" else f" wu_precision={self.wu_precision}"
+        return f"method={self.method} precision={self.precision}{opts}{wu}"
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -37,7 +37,15 @@ from collections.abc import Callable
 import torch
 
 from .. import backend as backends
-from ..chunking import DEFAULT_WU_PRECISION, gate_exp, gather, heads_first, scatter, valid_heads_first
+from ..chunking import (
+    FULL_WU_PRECISION,
+    default_wu_precision,
+    gate_exp,
+    gather,
+    heads_first,
+    scatter,
+    valid_heads_first,
+)
 from ..index import ChunkTable, chunk_table
 from ..precision import check_precision, matmul
 from ..registry import Recipe, resolve
@@ -130,7 +138,9 @@ def chunk_dplr_fwd_intra(
             ``chunk_rwkv6_fwd_cumsum``), in log2 units (``gate_log2=True``, fla) or natural log.
         scale: query scale folded into ``A_qk``, ``A_qb``, ``qg`` (default ``K ** -0.5``).
         method, precision, options: the inversion (a :class:`~deltainv.kernels.registry.Recipe` is used as is).
-        wu_precision: operand rounding of ``W = T ag``, ``T A_ak`` and ``U = (T A_ak) v`` (default ``tf32x3``).
+        wu_precision: operand rounding of ``W = T ag``, ``T A_ak`` and ``U = (T A_ak) v`` (default by the
+            dtype ``W`` is stored in, :func:`deltainv.kernels.chunking.default_wu_precision`: ``bf16`` for
+            bf16, ``tf32`` for fp16, ``tf32x3`` for fp32).
         out_dtype: dtype of ``A_qk, A_qb, qg, kg, ag, bg, w`` (default ``q.dtype``, as fla).
 
     Returns:
@@ -145,10 +155,10 @@ def chunk_dplr_fwd_intra(
     if ge.shape != gi.shape:
         raise ValueError(f"ge must have gi's shape {list(gi.shape)}; got {list(ge.shape)}")
     recipe = resolve(method, precision, **options)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    wu_precision = check_precision(default_wu_precision(out_dtype, wu_precision))
     B, T, H, K = k.shape
     scale = K**-0.5 if scale is None else scale
-    out_dtype = q.dtype if out_dtype is None else out_dtype
     table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
     qc, kc, vc, ac, bc = (heads_first(gather(x, table)) for x in (q, k, v, a, b))
     Gi = heads_first(gather(gi, table, pad="edge"))
@@ -222,7 +232,8 @@ def chunk_dplr_delta_rule(
             are never factorised over a chunk). A ``lower_bound`` must be negative, as in fla.
         method, precision, options: the inversion (a registry name and its options, or a
             :class:`~deltainv.kernels.registry.Recipe` from :func:`~deltainv.kernels.registry.resolve`).
-        wu_precision: operand rounding of the W/U products (default ``tf32x3``).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``: W and U stay
+            fp32 here).
         inverse: a study hook replacing the registry, ``A [..., BT, BT] -> (I + A)^-1`` (e.g.
             :func:`deltainv.kernels.dplr.fla_recipe.fla_fp16_inverse`); excludes ``method``; PyTorch only.
         backend: who runs the intra-chunk step (:func:`deltainv.kernels.backend.choose`): ``auto``
@@ -244,7 +255,8 @@ def chunk_dplr_delta_rule(
         if backends.check_choice(backend) == "triton":
             raise ValueError("inverse= is a PyTorch study hook; it cannot run with backend='triton'")
         backend = "torch"
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
+    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
     use_triton = recipe is not None and backends.choose(recipe, k.device, backend) == "triton"
     B, T, H, K = k.shape
     scale = K**-0.5 if scale is None else scale

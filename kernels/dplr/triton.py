@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..chunking import DEFAULT_WU_PRECISION
+from ..chunking import default_wu_precision
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
@@ -391,10 +391,10 @@ def chunk_dplr_fwd_intra(
     if BT > MAX_CHUNK:
         raise ValueError(f"the fused DPLR kernel supports chunk sizes up to {MAX_CHUNK} (fla uses 16..64); "
                          f"got {BT}: use backend='torch' for it")
-    wu = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    wu = check_precision(default_wu_precision(out_dtype, wu_precision))
     a_prec = check_precision(DEFAULT_A_PRECISION if a_precision is None else a_precision)
     scale = K**-0.5 if scale is None else float(scale)
-    out_dtype = q.dtype if out_dtype is None else out_dtype
     q, k, v, a, b = (x.contiguous() for x in (q, k, v, a, b))
     gi, ge = gi.float().contiguous(), ge.float().contiguous()
     if cu_seqlens is not None:

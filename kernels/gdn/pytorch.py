@@ -18,8 +18,10 @@ enters the chunk::
 
 Element-wise work is fp32. ``wu_precision`` (the project's precision vocabulary) rounds the
 operands of the ``W``/``U`` products: the engines store ``T`` in bf16 and multiply bf16 operands,
-which is ``wu_precision="bf16"``; deltainv keeps ``T`` in fp32 and defaults to ``tf32x3``, because
-that rounding dominates the output error (README "Numerics").
+which is ``wu_precision="bf16"``. The default follows the dtype ``W``/``U`` are stored in
+(:func:`deltainv.kernels.chunking.default_wu_precision`): the intra drop-in returns them in the
+inputs' dtype, so bf16 inputs get bf16 operands (the storage rounds as coarsely anyway) and fp32
+inputs tf32x3; the whole forward keeps them in fp32 and defaults to tf32x3 (README "Numerics").
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from __future__ import annotations
 import torch
 
 from ..chunking import (
-    DEFAULT_WU_PRECISION,
+    FULL_WU_PRECISION,
+    default_wu_precision,
     check_inputs,
     chunk_recurrence,
     gate_exp,
@@ -127,14 +130,15 @@ def chunk_gated_delta_rule_fwd_intra(
         gate_log2: ``g`` is in base-2 units (fla 0.6.0) rather than natural log (vLLM, SGLang).
         method, precision, options: the inversion, as in :func:`deltainv.kernels.invert` (a
             :class:`~deltainv.kernels.registry.Recipe` as ``method`` is used as is).
-        wu_precision: operand rounding of the W/U products (default ``tf32x3``; ``bf16`` is fla's).
+        wu_precision: operand rounding of the W/U products (default by ``k.dtype``: ``bf16`` for bf16,
+            ``tf32`` for fp16, ``tf32x3`` for fp32; ``bf16`` is fla's).
 
     Returns:
         ``(w, u, A)``: ``w`` ``[B, T, HV, K]`` in ``k.dtype``, ``u`` ``[B, T, HV, V]`` in ``v.dtype``,
         ``A = (I + A)^-1`` ``[B, T, HV, BT]`` in ``k.dtype``.
     """
     recipe = resolve(method, precision, **options)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    wu_precision = check_precision(default_wu_precision(k.dtype, wu_precision))
     if beta is None:
         raise ValueError("beta is required")
     H, HV = check_inputs(k, v, beta, g)
@@ -181,13 +185,14 @@ def chunk_gated_delta_rule(
         chunk_size: 16, 32, 64 or 128.
         method, precision, options: the inversion (see :func:`deltainv.kernels.invert`; a
             :class:`~deltainv.kernels.registry.Recipe` as ``method`` is used as is).
-        wu_precision: operand rounding of the W/U products (default ``tf32x3``).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``: W and U stay fp32 here).
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
     """
     recipe = resolve(method, precision, **options)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
+    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
     H, HV = check_inputs(k, v, beta, g, q=q)
     B, T, _, K = k.shape
     scale = K**-0.5 if scale is None else scale

@@ -1,8 +1,9 @@
 """Fused GDN intra-chunk Triton kernel: ``K K^T -> (I + A)^-1 -> W, U`` with the inverse kept in registers.
 
 Each program takes NC (chunk, key head) items, one chunk per warp, and serves every value head that
-shares the key head (grouped heads, as Qwen3-Next's 16 key / 32 value heads): ``K K^T`` is computed
-once per item, then for each value head the gated, beta-scaled ``A`` is built from it, inverted by the
+shares the key head (grouped heads, as Qwen3-Next's 16 key / 32 value heads): the keys are read once
+per item from HBM, ``K K^T`` is formed per value head (``KK_PER_HEAD``; or once, kept live), and for
+each value head the gated, beta-scaled ``A`` is built from it, inverted by the
 shared :func:`~deltainv.kernels.tril.tiled.invert_tiles`, optionally stored, and multiplied into
 ``W = T (beta exp(G) K)`` and ``U = T (beta V)``. Contract: that of
 :func:`deltainv.kernels.gdn.pytorch.chunk_gated_delta_rule_fwd_intra`.
@@ -22,7 +23,7 @@ from ..triton_tiles import dot, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
-from ..chunking import DEFAULT_WU_PRECISION, check_inputs
+from ..chunking import check_inputs, default_wu_precision
 
 
 @triton.jit
@@ -84,24 +85,10 @@ def _apply(X, src, src_base, src_stride, dst, dst_base, dst_stride, scale, n_row
                      mask=row_mask(n_rows, i, S) & cm)
 
 
-@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "BT", "IS_VARLEN", "USE_G", "GATE_LOG2",
-                                                "STORE_A", "KKT_PREC", "METHOD", "PREC", "BASE_PREC",
-                                                "REFINE_PREC", "WU_PREC"],
-                 prune_configs_by={"early_config_prune": prune_configs})
-@triton.jit(do_not_specialize=["T", "n_items"])
-def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_items,
-                     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_G: tl.constexpr,
-                     GATE_LOG2: tl.constexpr, STORE_A: tl.constexpr, KKT_PREC: tl.constexpr,
-                     METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
-                     REFINE_PREC: tl.constexpr, WU_PREC: tl.constexpr, NC: tl.constexpr):
-    """``(w, u, Ai)`` for NC (chunk, key head) items and every value head of their group."""
-    S: tl.constexpr = 16
-    NB: tl.constexpr = BT // S
-    G: tl.constexpr = HV // H
-    row0, n_rows, kh = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
-    k_base = tl.multiple_of((row0 * H + kh) * K, 16)
-    # K K^T, lower tiles, accumulated over K in BK-wide slices; shared by the group's value heads
+@triton.jit
+def _kkt(k, k_base, n_rows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, S: tl.constexpr,
+         NB: tl.constexpr, NC: tl.constexpr, KKT_PREC: tl.constexpr):
+    """Lower tiles of ``K K^T`` (``tri`` order, ``[NC, S, S]`` fp32), accumulated over K in BK-wide slices."""
     kk = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
@@ -119,7 +106,32 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
                     t = tl.dot(rows[i].to(tl.float32), tl.permute(rows[j].to(tl.float32), (0, 2, 1)),
                                kk[tri(i, j)], input_precision="ieee")
                 kk = put(kk, tri(i, j), t)
+    return kk
+
+
+@triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "BT", "IS_VARLEN", "USE_G", "GATE_LOG2",
+                                                "STORE_A", "KKT_PREC", "METHOD", "PREC", "BASE_PREC",
+                                                "REFINE_PREC", "WU_PREC"],
+                 prune_configs_by={"early_config_prune": prune_configs})
+@triton.jit(do_not_specialize=["T", "n_items"])
+def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_items,
+                     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, BT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_G: tl.constexpr,
+                     GATE_LOG2: tl.constexpr, STORE_A: tl.constexpr, KKT_PREC: tl.constexpr,
+                     METHOD: tl.constexpr, PREC: tl.constexpr, BASE_PREC: tl.constexpr,
+                     REFINE_PREC: tl.constexpr, WU_PREC: tl.constexpr, KK_PER_HEAD: tl.constexpr,
+                     NC: tl.constexpr):
+    """``(w, u, Ai)`` for NC (chunk, key head) items and every value head of their group."""
+    S: tl.constexpr = 16
+    NB: tl.constexpr = BT // S
+    G: tl.constexpr = HV // H
+    row0, n_rows, kh = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
+    k_base = tl.multiple_of((row0 * H + kh) * K, 16)
+    if not KK_PER_HEAD:  # computed once, live across the group's value heads
+        kk = _kkt(k, k_base, n_rows, H, K, BK, S, NB, NC, KKT_PREC)
     for gi in range(G):
+        if KK_PER_HEAD:  # recomputed per value head (keys re-read from L2): fewer live registers
+            kk = _kkt(k, k_base, n_rows, H, K, BK, S, NB, NC, KKT_PREC)
         hv = kh * G + gi
         b = ()
         gv = ()
@@ -162,6 +174,12 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
         _apply(XP, v, tl.multiple_of((row0 * HV + hv) * V, 16), HV * V, u, tl.multiple_of((row0 * HV + hv) * V, 16),
                HV * V, b, n_rows, NC, S, NB, V, BV, WU_PREC)
 
+
+#: Recompute ``K K^T`` for each value head of a group instead of keeping it live across them: at BT=64,
+#: d 128, bf16 W/U (bench/compile_time) the 10 live K K^T tiles push 1,240 bytes per thread to local
+#: memory (2 chunks / 2 warps); recomputing them (keys re-read, L2-resident) costs 154 more
+#: warp-instructions per chunk and value head (10,140 against 9,986) and spills 440.
+KK_PER_HEAD = True
 
 #: Largest chunk size of the fused kernel: at 128 its 36 register tiles per chunk compile too slowly
 #: and spill (bench/compile_time); no engine uses 128 for GDN.
@@ -211,7 +229,7 @@ def chunk_gated_delta_rule_fwd_intra(
     if BT > MAX_CHUNK:
         raise ValueError(f"the fused GDN kernel supports chunk sizes up to {MAX_CHUNK} (the engines use 64); "
                          f"got {BT}: use backend='torch' for it")
-    wu = resolve("substitution", DEFAULT_WU_PRECISION if wu_precision is None else wu_precision).precision
+    wu = resolve("substitution", default_wu_precision(k.dtype, wu_precision)).precision
     k, v, beta = k.contiguous(), v.contiguous(), beta.contiguous()
     g = g.contiguous() if g is not None else None
     if cu_seqlens is not None:
@@ -238,5 +256,6 @@ def chunk_gated_delta_rule_fwd_intra(
             USE_G=g is not None, GATE_LOG2=gate_log2, STORE_A=store_a,
             KKT_PREC="fp32" if k.dtype == torch.float32 else "native", METHOD=recipe.name,
             PREC=recipe.precision, BASE_PREC=recipe.base_precision, REFINE_PREC=recipe.refine_precision, WU_PREC=wu,
+            KK_PER_HEAD=KK_PER_HEAD and HV > H,
         )
     return w, u, A

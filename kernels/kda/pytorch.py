@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 
 from ..chunking import (
-    DEFAULT_WU_PRECISION,
+    FULL_WU_PRECISION,
+    default_wu_precision,
     check_inputs,
     chunk_recurrence,
     gate_exp,
@@ -168,7 +169,7 @@ def chunk_kda_fwd_intra(
     w = u = qg = kg = None
     if v is not None:
         vc = heads_first(gather(v, table))
-        wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+        wu_precision = check_precision(default_wu_precision(k.dtype, wu_precision))
         w = out(matmul(Ai, kc * bc[..., None] * gate_exp(Gc, gate_log2), wu_precision), k.dtype)
         u = out(matmul(Ai, vc * bc[..., None], wu_precision), v.dtype)
         last = (table.valid.sum(1) - 1).clamp_min(0)          # [NT]: the last real row of each chunk
@@ -211,14 +212,15 @@ def chunk_kda(
         use_qk_l2norm: L2-normalise q and k (eps 1e-6) first.
         method, precision, options: the inversion (see :func:`deltainv.kernels.invert`; a
             :class:`~deltainv.kernels.registry.Recipe` as ``method`` is used as is).
-        wu_precision: operand rounding of the W/U products (default ``tf32x3``, as
-            :mod:`deltainv.kernels.gdn.pytorch`).
+        wu_precision: operand rounding of the W/U products (default ``tf32x3``: W and U stay
+            fp32 here; see :mod:`deltainv.kernels.gdn.pytorch`).
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, HV, V]`` in ``v.dtype``; ``final_state`` or None.
     """
     recipe = resolve(method, precision, **options)
-    wu_precision = check_precision(DEFAULT_WU_PRECISION if wu_precision is None else wu_precision)
+    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
+    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
     H, HV = _check_kda_inputs(q, k, v, g, beta)
     B, T, _, K = k.shape
     scale = K**-0.5 if scale is None else scale

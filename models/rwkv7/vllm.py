@@ -4,7 +4,8 @@
 The math is :mod:`deltainv.models.rwkv7.modeling`'s, unchanged: every decoder layer *is* a
 :class:`~deltainv.models.rwkv7.modeling.RWKV7Block` (so fla's parameter names load 1:1) that is
 also a vLLM ``MambaBase`` layer. What this module adds is the engine glue: where each sequence's
-recurrent state lives between steps, and how one vLLM step is cut into calls of the block.
+recurrent state lives between steps, and how one vLLM step is described to the engine-neutral step
+planning of :mod:`deltainv.models.rwkv7.serving` (shared with the SGLang model).
 
 State (vLLM's Mamba-style state cache, one slot per running sequence, ``mamba_type`` LINEAR so
 vLLM's ``LinearAttentionMetadataBuilder`` supplies the metadata), per layer:
@@ -34,7 +35,6 @@ GPUs); see ``docs/rwkv7.md``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -49,38 +49,22 @@ from vllm.model_executor.models.interfaces import HasInnerState, IsAttentionFree
 from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE
 from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
+from . import serving
 from .configuration import RWKV7Config
-from .modeling import Inversion, RWKV7Block, RWKV7State
+from .modeling import Inversion, RWKV7Block
+from .serving import ARCH, Group
 
-#: The architecture name this model serves (``config.json``'s ``architectures``).
-ARCH = "RWKV7ForCausalLM"
+ENGINE = "vLLM"
 
 
 def rwkv7_config(hf_config) -> RWKV7Config:
-    """The model's config as deltainv's :class:`RWKV7Config`; ``ValueError`` if it is not RWKV-7.
-
-    vLLM hands over whatever ``AutoConfig`` built: deltainv's class (registered by ``import
-    deltainv``), or a remote-code class of the same format; anything whose ``model_type`` is not
-    ``rwkv7`` is refused, so this model never claims another architecture's checkpoint.
-    """
-    model_type = getattr(hf_config, "model_type", None)
-    if model_type != RWKV7Config.model_type:
-        raise ValueError(f"deltainv's vLLM {ARCH} serves fla-format RWKV-7 checkpoints (config.json model_type "
-                         f"'rwkv7'); this model's config has model_type={model_type!r}")
-    if isinstance(hf_config, RWKV7Config):
-        return hf_config
-    fields = {k: v for k, v in hf_config.to_dict().items() if k not in ("model_type", "transformers_version")}
-    return RWKV7Config(**fields)
+    """:func:`deltainv.models.rwkv7.serving.rwkv7_config` (``ValueError`` if the config is not RWKV-7)."""
+    return serving.rwkv7_config(hf_config, ENGINE)
 
 
 def state_shapes(config: RWKV7Config) -> tuple[tuple[int, int], tuple[int, int, int]]:
-    """``(shift [2, D], wkv [H, K, V])`` of every layer; ``ValueError`` if layers differ in ``value_dim``
-    (vLLM's state cache holds one page size per model)."""
-    if len(set(config.value_dim)) != 1:
-        raise ValueError(f"deltainv's vLLM {ARCH} needs one value_dim for every layer; config.value_dim="
-                         f"{config.value_dim}")
-    H = config.hidden_size // config.head_dim
-    return (2, config.hidden_size), (H, config.head_dim, config.value_dim[0] // H)
+    """``(shift [2, D], wkv [H, K, V])`` of every layer (:func:`deltainv.models.rwkv7.serving.state_shapes`)."""
+    return serving.state_shapes(config, ENGINE)
 
 
 def state_dtypes(vllm_config: VllmConfig) -> tuple[torch.dtype, torch.dtype]:
@@ -93,45 +77,15 @@ def state_dtypes(vllm_config: VllmConfig) -> tuple[torch.dtype, torch.dtype]:
     return shift, wkv
 
 
-@dataclass(frozen=True)
-class Group:
-    """Requests of one step that run as one call of the block.
-
-    ``rows``: their tokens in the step's flattened batch; ``shape``: ``(B, T)`` the rows are viewed as;
-    ``seqs``: ``(row, start, end)`` of each request in that view; ``cu_seqlens``: packed bounds (None
-    for the decode batch); ``slots``: ``[N]`` state-cache slots; ``fresh``: ``[N, 1]`` bool, requests
-    with no computed tokens (zero initial state).
-    """
-
-    rows: slice
-    shape: tuple[int, int]
-    seqs: list[tuple[int, int, int]]
-    cu_seqlens: torch.Tensor | None
-    slots: torch.Tensor
-    fresh: torch.Tensor
-
-
 def plan_step(metadata) -> list[Group]:
     """Cut one step (vLLM's ``LinearAttentionMetadata``: decodes first, then prefills) into the decode
-    batch and the packed prefills."""
-    nd, npf = metadata.num_decodes, metadata.num_prefills
-    n = nd + npf
+    batch and the packed prefills (:func:`deltainv.models.rwkv7.serving.plan_groups`). A request with
+    no computed tokens before this step starts from zero state (its slot may hold a finished one's)."""
+    n = metadata.num_decodes + metadata.num_prefills
     starts = metadata.query_start_loc[: n + 1].tolist()
     seq_lens = metadata.seq_lens[:n].tolist()
-    slots = metadata.state_indices_tensor[:n].long()
-    fresh = [seq_lens[i] == starts[i + 1] - starts[i] for i in range(n)]  # nothing computed before this step
-    dev = slots.device
-    groups = []
-    if nd:
-        groups.append(Group(slice(0, starts[nd]), (nd, 1), [(b, 0, 1) for b in range(nd)], None, slots[:nd],
-                            torch.tensor(fresh[:nd], device=dev)[:, None]))
-    if npf:
-        base = starts[nd]
-        bounds = [s - base for s in starts[nd:]]
-        groups.append(Group(slice(base, starts[n]), (1, bounds[-1]), [(0, s, e) for s, e in zip(bounds, bounds[1:])],
-                            torch.tensor(bounds, dtype=torch.int64, device=dev), slots[nd:],
-                            torch.tensor(fresh[nd:], device=dev)[:, None]))
-    return groups
+    fresh = [seq_lens[i] == starts[i + 1] - starts[i] for i in range(n)]
+    return serving.plan_groups(starts, metadata.state_indices_tensor[:n], fresh)
 
 
 class RWKV7DecoderLayer(RWKV7Block, MambaBase):
@@ -166,41 +120,14 @@ class RWKV7DecoderLayer(RWKV7Block, MambaBase):
     def get_state_dtype(self) -> tuple[torch.dtype, torch.dtype]:
         return self._dtypes
 
-    def _read(self, group: Group) -> RWKV7State:
-        """This layer's entering state of ``group``'s requests (zero for fresh ones), as the block takes it."""
-        shift, wkv = self.kv_cache
-        state = RWKV7State.empty(self.num_layers)
-        i = self.layer_idx
-        prev = shift[group.slots]
-        prev = torch.where(group.fresh[:, :, None], torch.zeros_like(prev), prev)
-        state.attn_shift[i], state.ffn_shift[i] = prev[:, 0], prev[:, 1]
-        S = wkv[group.slots].float()
-        state.recurrent[i] = torch.where(group.fresh[:, :, None, None], torch.zeros_like(S), S)
-        return state
-
-    def _write(self, group: Group, state: RWKV7State) -> None:
-        shift, wkv = self.kv_cache
-        i = self.layer_idx
-        wkv[group.slots] = state.recurrent[i].to(wkv.dtype)
-        shift[group.slots] = torch.stack((state.attn_shift[i], state.ffn_shift[i]), dim=1).to(shift.dtype)
-
     def forward(self, x: torch.Tensor, v_first: torch.Tensor, groups: list[Group] | None):
         """``x``, ``v_first``: ``[num_tokens, D]`` (the step's tokens); ``groups``: :func:`plan_step`'s, or
         None for vLLM's profiling run (no state). Returns the block's ``(x, v_first)``, same shapes."""
         if groups is None:
-            T, D = x.shape
-            out, vf = RWKV7Block.forward(self, x.view(1, T, D), v_first.view(1, T, D), None, [(0, 0, T)], None,
-                                         self.inversion)
-            return out.view(T, D), vf.view(T, D)
-        out, vf = x.clone(), v_first.clone()
-        D = x.shape[-1]
-        for g in groups:
-            state = self._read(g)
-            h, v = RWKV7Block.forward(self, x[g.rows].view(*g.shape, D), v_first[g.rows].view(*g.shape, D), state,
-                                      g.seqs, g.cu_seqlens, self.inversion)
-            self._write(g, state)
-            out[g.rows], vf[g.rows] = h.reshape(-1, D), v.reshape(-1, D)
-        return out, vf
+            return serving.forward_stateless(self, self.inversion, x, v_first)
+        shift, wkv = self.kv_cache
+        return serving.forward_step(self, self.layer_idx, self.num_layers, self.inversion, x, v_first, groups, shift,
+                                    wkv)
 
 
 class RWKV7Model(nn.Module):
@@ -244,8 +171,8 @@ def _note_firsts(md, groups: list[Group]) -> None:
     if md.num_decodes and md.num_prefills:
         info_once("vllm-rwkv7-mixed", f"vLLM {ARCH}: first step mixing {md.num_decodes} decodes (recurrent step) "
                   f"with {md.num_prefills} prefills (chunked DPLR), {md.num_prefill_tokens} prefill tokens")
-    prefill = groups[-1] if md.num_prefills else None
-    if prefill is not None and not bool(prefill.fresh.all()):
+    prefills = [g for g in groups if not g.is_decode]
+    if any(not bool(g.fresh.all()) for g in prefills):
         info_once("vllm-rwkv7-continued", f"vLLM {ARCH}: first prefill continuing from a saved state "
                   "(chunked prefill)")
 
@@ -289,24 +216,7 @@ class RWKV7ForCausalLM(nn.Module, HasInnerState, IsAttentionFree):
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """fla's tensor names, one to one; an unknown name or a wrong shape raises ``ValueError`` naming it."""
-        params = dict(self.named_parameters())
-        loaded = set()
-        for name, tensor in weights:
-            if name == "lm_head.weight" and self.config.tie_word_embeddings:
-                continue
-            param = params.get(name)
-            if param is None:
-                raise ValueError(f"checkpoint tensor {name} {list(tensor.shape)} is not a parameter of fla's "
-                                 f"RWKV-7 with this config (num_hidden_layers={self.config.num_hidden_layers})")
-            loader = getattr(param, "weight_loader", None)
-            if loader is None:
-                if tuple(param.shape) != tuple(tensor.shape):
-                    raise ValueError(f"checkpoint tensor {name}: shape {list(tensor.shape)}, config gives "
-                                     f"{list(param.shape)}")
-                loader = default_weight_loader
-            loader(param, tensor)
-            loaded.add(name)
-        return loaded
+        return serving.load_weights(self, weights, self.config, default_weight_loader)
 
 
 def check_parallel(vllm_config: VllmConfig) -> None:

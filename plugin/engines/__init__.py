@@ -8,6 +8,7 @@ choice is steered to the path that carries deltainv's kernel.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ def kernel(
     drop-in always runs on the PyTorch backend, so its recompute does not go through the kernel
     that failed.
     """
+    if "wu_precision" in inspect.signature(factory).parameters:  # the intra drop-ins (W/U products)
+        factory_kwargs.setdefault("wu_precision", None if settings.wu_precision == "auto" else settings.wu_precision)
     fast = factory(settings.method, settings.precision, **({"backend": settings.backend} if with_backend else {}),
                    **factory_kwargs, **settings.method_options)
     stable = factory(settings.guard_method, "fp32", **({"backend": "torch"} if with_backend else {}), **factory_kwargs)

@@ -11,11 +11,21 @@ from deltainv.bench.compile_time import Config, model_us, ptxas_stats, sass_coun
 def test_compiles_a_bt16_slice_for_hopper_and_counts_its_sass(tmp_path):
     # Not under the interpreter: there @triton.jit gives interpreted functions, with nothing to compile.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # --update keeps an earlier run's rows of other (kernel, BT) pairs and replaces those compiled
+    old = {k: 1 for k in ("bt", "warps", "chunks_per_program", "registers", "spill_bytes", "seconds",
+                          "mma_per_chunk", "warp_instructions_per_chunk", "predicted_us", "floor_us")}
+    earlier = [{**old, "kernel": "gdn_intra", "method": "substitution", "precisions": "a:b:c:d", "default": False},
+               {**old, "kernel": "solve_tril", "method": "mxr", "precisions": "a:b:c", "default": False, "bt": 16},
+               {**old, "kernel": "solve_tril", "method": "mxr", "precisions": "a:b:c", "default": False, "bt": 32}]
+    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "earlier run"}, "rows": earlier}))
     proc = subprocess.run([sys.executable, "-m", "deltainv.bench.compile_time", "--kernels", "solve_tril",
-                           "--bt", "16", "--methods", "substitution,blocked", "--out", str(tmp_path)],
+                           "--bt", "16", "--methods", "substitution,blocked", "--out", str(tmp_path), "--update"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "compile_time.json").read_text())["rows"]
+    assert rows[:2] == [{"command": "earlier run", **earlier[i]} for i in (0, 2)]
+    assert "`earlier run`" in (tmp_path / "compile_time.md").read_text()
+    rows = rows[2:]
     fields = {"kernel", "bt", "warps", "chunks_per_program", "precisions", "registers", "spill_bytes", "seconds",
               "mma_per_chunk", "warp_instructions_per_chunk", "predicted_us", "floor_us", "default"}
     assert rows and all(fields <= set(r) for r in rows)
@@ -66,6 +76,6 @@ def test_fused_dplr_configs_and_model():
     subst = {c.precisions for c in todo if c.method == "substitution"}
     assert subst == {"tf32x3:tf32x3:tf32x3:tf32x3:tf32x3", "tf32x3:tf32x3:tf32x3:tf32x3:bf16",
                      "tf32x3:tf32x3:tf32x3:tf32:bf16"}
-    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:tf32x3:tf32x3"] * 2
+    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:tf32x3:bf16"] * 2
     predicted, floor = model_us(todo[0], 10_000)
     assert predicted > 0 and floor > 0

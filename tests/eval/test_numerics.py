@@ -148,13 +148,20 @@ def test_gdn_step_study_puts_fla_recipe_beside_ours(quick_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "n.json").read_text())
     rows = report["gdn_step_study"]
-    assert {r["arm"] for r in rows} == {a[0] for a in gdn_step.ARMS}
+    assert {r["arm"] for r in rows} == {a[0] for a in gdn_step.ARMS} | {gdn_step.FLOOR}
     assert {(r["input"], r["quantity"]) for r in rows} == {(k, q) for k in gdn_step.INPUTS for q in gdn_step.QUANTITIES}
     err = {(r["arm"], r["input"], r["quantity"]): r["rel_fro"] for r in rows}
     ieee = gdn_step.ARMS[1][0]
     for kind in gdn_step.INPUTS:
         # bf16 A and W/U operands cost fla's recipe about four digits on the output (~2e-3); fp32 keeps ~3e-7.
         assert err[gdn_step.FLA_ARM, kind, "o"] > 5e-4 > 1e-5 > err[ieee, kind, "o"]
+    # A bf16 engine stores W/U in bf16 whatever the recipe: the default for bf16 models (bf16 operands)
+    # sits above that floor, the fp32 inputs' default (tf32x3) orders of magnitude below it.
+    full = gdn_step.ARMS[3][0]
+    for kind in gdn_step.INPUTS:
+        for q in ("W", "U"):
+            floor = err[gdn_step.FLOOR, kind, q]
+            assert err[full, kind, q] < floor / 100 and floor / 2 < err[gdn_step.DEFAULT_ARM, kind, q] < 20 * floor
     # runs of one token amplify it (about 7x)
     assert err[gdn_step.FLA_ARM, "repeated_tokens", "o"] > 3 * err[gdn_step.FLA_ARM, "qwen3_next", "o"]
     claim = next(f for f in report["findings"] if f["claim"].startswith("[deltainv] the default GDN intra step"))

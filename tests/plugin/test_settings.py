@@ -36,11 +36,12 @@ def test_table_uses_the_registry_and_precision_vocabulary_verbatim():
 def test_every_variable_round_trips_and_every_field_has_a_variable():
     s = Settings.from_env({
         "DELTAINV_METHOD": "mxr_refine", "DELTAINV_PRECISION": "tf32", "DELTAINV_OPTIONS": "refine_precision=tf32x3",
-        "DELTAINV_BACKEND": "torch", "DELTAINV_TARGETS": "vllm,sglang", "DELTAINV_STRICT": "1", "DELTAINV_GUARD": "off",
+        "DELTAINV_WU_PRECISION": "tf32x3", "DELTAINV_BACKEND": "torch", "DELTAINV_TARGETS": "vllm,sglang", "DELTAINV_STRICT": "1", "DELTAINV_GUARD": "off",
         "DELTAINV_GUARD_METHOD": "blocked", "DELTAINV_FORCE_TRITON": "no", "DELTAINV_LOG_LEVEL": "warning",
     })
     assert s.method_options == {"refine_precision": "tf32x3"} and s.targets == {"vllm", "sglang"}
     assert s.strict and not s.guard and not s.force_triton and s.guard_method == "blocked"
+    assert s.wu_precision == "tf32x3" and Settings.from_env({}).wu_precision == "auto"
     assert Settings.from_env(s.to_env()) == s
     assert set(s.to_env()) == {v.name for v in VARIABLES}
     assert len(dataclasses.fields(Settings)) == len(VARIABLES)
@@ -63,6 +64,7 @@ def test_every_variable_round_trips_and_every_field_has_a_variable():
     ({"DELTAINV_GUARD_METHOD": "product"}, r"DELTAINV_GUARD_METHOD='product' is not valid"),
     ({"DELTAINV_TARGETS": "vllm,tensorrt"}, r"unknown target group\(s\) \['tensorrt'\]"),
     ({"DELTAINV_BACKEND": "cuda"}, r"DELTAINV_BACKEND='cuda' is not valid"),
+    ({"DELTAINV_WU_PRECISION": "fp8"}, r"DELTAINV_WU_PRECISION='fp8' is not valid; choose one of: auto, fp32"),
     ({"DELTAINV_METHOD": "product", "DELTAINV_BACKEND": "triton"}, r"method 'product' has no triton implementation"),
     ({"DELTAINV_LOG_LEVEL": "loud"}, r"DELTAINV_LOG_LEVEL='loud' is not valid"),
 ])

@@ -67,20 +67,24 @@ def test_gate_units_no_gate_and_store_a_off(gate_log2, seed):
 
 
 def test_more_accurate_than_fla_fused_kernel(seed):
-    """Same bf16 inputs; W/U against float64. fla rounds T to bf16 before W/U, we keep it in fp32."""
+    """Same bf16 inputs; W/U against float64. fla rounds T to bf16 before W/U; so does our default for
+    bf16 inputs (its error class, 10% slack), and ``wu_precision="tf32x3"`` keeps T fp32-accurate."""
     chunk_fwd = pytest.importorskip("fla.ops.gated_delta_rule.chunk_fwd")
     k, v, gc, beta, cu = _inputs(seed, torch.bfloat16, 64, T=256, cu=(0, 100, 256), gate=0.02)
     log2 = gc / torch.log(torch.tensor(2.0))
     fw, fu, fA = chunk_fwd.chunk_gated_delta_rule_fwd_intra(k, v, log2, beta, cu_seqlens=cu.long(), chunk_size=64)
     ow, ou, oA = fused(k, v, gc, beta, cu, 64, method="mxr_refine", precision="tf32",
-                       base_precision="tf32x3", refine_precision="tf32x3")
+                       base_precision="tf32x3", refine_precision="tf32x3", wu_precision="tf32x3")
+    dw, du, dA = fused(k, v, gc, beta, cu, 64)  # the defaults: substitution/tf32x3, bf16 W/U
     xw, xu, xA = reference(k.cpu().double().float(), v.cpu().float(), gc.cpu(), beta.cpu(), cu.cpu(), 64,
                            method="torch", wu_precision="fp32")
     # The float64-grade reference: fp32 torch inverse and fp32 products on the same rounded inputs.
-    for name, ours, theirs, exact in (("w", ow, fw, xw), ("u", ou, fu, xu)):
-        e_ours = (ours.cpu().float() - exact.float()).norm() / exact.float().norm()
-        e_fla = (theirs.cpu().float() - exact.float()).norm() / exact.float().norm()
-        assert e_ours <= e_fla * 1.05, (name, e_ours.item(), e_fla.item())
+    def err(x, exact):
+        return ((x.cpu().float() - exact.float()).norm() / exact.float().norm()).item()
+
+    for name, ours, default, theirs, exact in (("w", ow, dw, fw, xw), ("u", ou, du, fu, xu)):
+        assert err(ours, exact) <= err(theirs, exact) * 1.05, (name, err(ours, exact), err(theirs, exact))
+        assert err(default, exact) <= err(theirs, exact) * 1.1, (name, err(default, exact), err(theirs, exact))
     # and the same numbers in fla's own configuration (substitution, bf16 W/U products)
     sw, su, sA = fused(k, v, gc, beta, cu, 64, method="substitution", wu_precision="bf16")
     for a, b in ((sw, fw), (su, fu), (sA, fA)):
