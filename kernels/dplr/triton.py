@@ -99,32 +99,66 @@ def _side(x, G, R, keep, LEFT: tl.constexpr, LOG2: tl.constexpr):
 
 
 @triton.jit
-def _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, refl, refr, keep_l, keep_r, acc,
+def _row(ptr, base, row, n_rows, col0, STRIDE: tl.constexpr, BD: tl.constexpr, D: tl.constexpr):
+    """One row per chunk (``row``: ``[NC, 1]``, clamped by the caller) as ``[NC, 1, BD]`` fp32 (a reference point)."""
+    c = col0 + tl.arange(0, BD)
+    offs = base[:, None, None] + row[:, :, None].to(tl.int64) * STRIDE + c[None, None, :]
+    return tl.load(ptr + offs, mask=(n_rows > 0)[:, None, None] & (c < D)[None, None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_t(ptr, base, rows, n_rows, col0, STRIDE: tl.constexpr, BD: tl.constexpr, D: tl.constexpr):
+    """Like :func:`_load`, transposed: ``[NC, BD, S]`` (right operands, no layout permute)."""
+    c = col0 + tl.arange(0, BD)
+    offs = base[:, None, None] + rows[:, None, :].to(tl.int64) * STRIDE + c[None, :, None]
+    m = (rows < n_rows[:, None])[:, None, :] & (c < D)[None, :, None]
+    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _right(k, b, gi, base, n_rows, rows, R, c, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+           LOG2: tl.constexpr, A_PREC: tl.constexpr):
+    """Right operands ``(k, b) exp(R - Gi)``, transposed ``[NC, BK, S]`` and split, for rows ``rows``."""
+    keep = (rows < n_rows[:, None])[:, None, :]
+    g = _load_t(gi, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
+    e = tl.where(keep, _ex(tl.where(keep, tl.permute(R, (0, 2, 1)) - g, 0.0), LOG2), 0.0)
+    kt = prep(_load_t(k, base, rows, n_rows, c, H * K, BK, K) * e, A_PREC)
+    bt = prep(_load_t(b, base, rows, n_rows, c, H * K, BK, K) * e, A_PREC)
+    return kt, bt
+
+
+@triton.jit
+def _left(q, a, gi, ge, base, n_rows, rows, R, c, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
+          LOG2: tl.constexpr, A_PREC: tl.constexpr):
+    """Left operands ``q exp(Gi - R)``, ``a exp(Ge - R)`` (``[NC, S, BK]``, split) for rows ``rows``."""
+    keep = (rows < n_rows[:, None])[:, :, None]
+    g_rows = _clamp(rows, n_rows)
+    lq = prep(_side(_load(q, base, rows, n_rows, c, H * K, BK, K), _load(gi, base, g_rows, n_rows, c, H * K, BK, K),
+                    R, keep, True, LOG2), A_PREC)
+    la = prep(_side(_load(a, base, rows, n_rows, c, H * K, BK, K), _load(ge, base, g_rows, n_rows, c, H * K, BK, K),
+                    R, keep, True, LOG2), A_PREC)
+    return lq, la
+
+
+@triton.jit
+def _pair(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, J: tl.constexpr, NC: tl.constexpr, S: tl.constexpr,
           H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, LOG2: tl.constexpr, A_PREC: tl.constexpr):
-    """Add to ``acc = (qk, qb, ak, ab)`` (``[NC, S, S]`` fp32) the products of the left rows ``rl`` and
-    right rows ``rr`` gated against references at rows ``refl`` / ``refr`` (all ``[NC, S]`` int32);
-    rows outside ``keep_l`` / ``keep_r`` contribute nothing."""
-    qk, qb, ak, ab = acc
-    kl = keep_l[:, :, None]
-    kr = keep_r[:, :, None]
-    gl_rows = _clamp(rl, n_rows)
-    gr_rows = _clamp(rr, n_rows)
+    """Off-diagonal tile (I, J), J < I, of ``(A_qk, A_qb, A_ak, A_ab)`` against ``R = Gi`` at the last row
+    of block J (every exponent <= 0)."""
+    live = tl.broadcast_to(tl.arange(0, S)[None, :], (NC, S))
+    ref = _clamp(tl.zeros((NC, 1), dtype=tl.int32) + (J * S + S - 1), n_rows)
+    qk = zeros(NC, S)
+    qb = zeros(NC, S)
+    ak = zeros(NC, S)
+    ab = zeros(NC, S)
     for c in tl.static_range(0, K, BK):
-        Rl = _load(gi, base, _clamp(refl, n_rows), n_rows, c, H * K, BK, K)
-        Rr = _load(gi, base, _clamp(refr, n_rows), n_rows, c, H * K, BK, K)
-        gil = _load(gi, base, gl_rows, n_rows, c, H * K, BK, K)
-        gel = _load(ge, base, gl_rows, n_rows, c, H * K, BK, K)
-        gir = _load(gi, base, gr_rows, n_rows, c, H * K, BK, K)
-        ql = prep(_side(_load(q, base, rl, n_rows, c, H * K, BK, K), gil, Rl, kl, True, LOG2), A_PREC)
-        al = prep(_side(_load(a, base, rl, n_rows, c, H * K, BK, K), gel, Rl, kl, True, LOG2), A_PREC)
-        dr = tl.where(kr, Rr - gir, 0.0)
-        er = tl.where(kr, _ex(dr, LOG2), 0.0)
-        kt = prep(tl.permute(_load(k, base, rr, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
-        bt = prep(tl.permute(_load(b, base, rr, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
-        qk = dot(ql, kt, qk, A_PREC)
-        qb = dot(ql, bt, qb, A_PREC)
-        ak = dot(al, kt, ak, A_PREC)
-        ab = dot(al, bt, ab, A_PREC)
+        R = _row(gi, base, ref, n_rows, c, H * K, BK, K)
+        lq, la = _left(q, a, gi, ge, base, n_rows, I * S + live, R, c, H, K, BK, LOG2, A_PREC)
+        kt, bt = _right(k, b, gi, base, n_rows, J * S + live, R, c, H, K, BK, LOG2, A_PREC)
+        qk = dot(lq, kt, qk, A_PREC)
+        qb = dot(lq, bt, qb, A_PREC)
+        ak = dot(la, kt, ak, A_PREC)
+        ab = dot(la, bt, ab, A_PREC)
     return qk, qb, ak, ab
 
 
@@ -139,11 +173,11 @@ def _diag(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, NC: tl.constexpr, S
     rows = I * S + tl.broadcast_to(o[None, :], (NC, S))
     keep = (rows < n_rows[:, None])[:, :, None]
     g_rows = _clamp(rows, n_rows)
-    c_rows = _clamp(tl.zeros((NC, S), dtype=tl.int32) + (I * S + S // 2 - 1), n_rows)
+    c_row = _clamp(tl.zeros((NC, 1), dtype=tl.int32) + (I * S + S // 2 - 1), n_rows)
     # Ge >= Gi row by row, so Ge - C bounds every left exponent and C - Gi every right one.
     worst = 0.0
     for c in tl.static_range(0, K, BK):
-        C = _load(gi, base, c_rows, n_rows, c, H * K, BK, K)
+        C = _row(gi, base, c_row, n_rows, c, H * K, BK, K)
         hi = tl.max(tl.where(keep, _load(ge, base, g_rows, n_rows, c, H * K, BK, K) - C, 0.0))
         lo = tl.max(tl.where(keep, C - _load(gi, base, g_rows, n_rows, c, H * K, BK, K), 0.0))
         worst = tl.maximum(worst, tl.maximum(hi, lo))
@@ -153,14 +187,9 @@ def _diag(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, NC: tl.constexpr, S
     ab = zeros(NC, S)
     if worst <= LIMIT:
         for c in tl.static_range(0, K, BK):
-            C = _load(gi, base, c_rows, n_rows, c, H * K, BK, K)
-            Gi = _load(gi, base, g_rows, n_rows, c, H * K, BK, K)
-            er = tl.where(keep, _ex(tl.where(keep, C - Gi, 0.0), LOG2), 0.0)
-            lq = prep(_side(_load(q, base, rows, n_rows, c, H * K, BK, K), Gi, C, keep, True, LOG2), A_PREC)
-            la = prep(_side(_load(a, base, rows, n_rows, c, H * K, BK, K),
-                            _load(ge, base, g_rows, n_rows, c, H * K, BK, K), C, keep, True, LOG2), A_PREC)
-            kt = prep(tl.permute(_load(k, base, rows, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
-            bt = prep(tl.permute(_load(b, base, rows, n_rows, c, H * K, BK, K) * er, (0, 2, 1)), A_PREC)
+            C = _row(gi, base, c_row, n_rows, c, H * K, BK, K)
+            lq, la = _left(q, a, gi, ge, base, n_rows, rows, C, c, H, K, BK, LOG2, A_PREC)
+            kt, bt = _right(k, b, gi, base, n_rows, rows, C, c, H, K, BK, LOG2, A_PREC)
             qk = dot(lq, kt, qk, A_PREC)
             qb = dot(lq, bt, qb, A_PREC)
             ak = dot(la, kt, ak, A_PREC)
@@ -200,13 +229,7 @@ def _tile(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, J: tl.constexpr, NC
           A_PREC: tl.constexpr, LIMIT: tl.constexpr):
     """Tile (I, J) of ``(A_qk, A_qb, A_ak, A_ab)`` (unscaled; see the module docstring for the references)."""
     if I != J:
-        live = tl.broadcast_to(tl.arange(0, S)[None, :], (NC, S))
-        rl = I * S + live
-        rr = J * S + live
-        ref = tl.zeros((NC, S), dtype=tl.int32) + (J * S + S - 1)
-        acc = (zeros(NC, S), zeros(NC, S), zeros(NC, S), zeros(NC, S))
-        acc = _pair(q, k, a, b, gi, ge, base, n_rows, rl, rr, ref, ref, rl < n_rows[:, None], rr < n_rows[:, None],
-                    acc, H, K, BK, LOG2, A_PREC)
+        acc = _pair(q, k, a, b, gi, ge, base, n_rows, I, J, NC, S, H, K, BK, LOG2, A_PREC)
     else:
         acc = _diag(q, k, a, b, gi, ge, base, n_rows, I, NC, S, H, K, BK, LOG2, A_PREC, LIMIT)
     return acc
