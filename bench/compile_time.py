@@ -304,6 +304,10 @@ def _run(args) -> int:
         old = json.loads((out / "compile_time.json").read_text())
         ran = {(c.kernel, c.bt) for c in todo}
         kept = [{"command": old["meta"]["command"], **r} for r in old["rows"] if (r["kernel"], r["bt"]) not in ran]
+        for r in kept:  # the default recipe may have changed since
+            if {"method", "chunks_per_program", "warps", "precisions"} <= set(r):
+                r["default"] = is_default(Config(r["kernel"], r["method"], r["bt"], r["chunks_per_program"],
+                                                 r["warps"], r["precisions"]))
         meta["planned"] += len(kept)
     rows: list[dict] = list(kept)
     for n, c in enumerate(todo, 1):
@@ -322,6 +326,9 @@ def _run(args) -> int:
 
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
+    # the order configs() compiles in: kernel, then BT 64, 32, 16, 128 (stable within)
+    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1}
+    rows = sorted(rows, key=lambda r: (kernel_order.get(r["kernel"], 9), bt_order.get(r["bt"], 9)))
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
              f"triton {meta['triton']}, {meta['date']}. "

@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if not all(urls) and not args.model:
         print("deltainv parity: give --model (in-process or --launch) or both server URLs", file=sys.stderr)
         return 2
+    if args.model and Path(args.model).exists():
+        # the arms run in their own working folders: a relative model folder would read as a hub id there
+        args.model = str(Path(args.model).resolve())
+    if args.tokenizer and Path(args.tokenizer).exists():
+        args.tokenizer = str(Path(args.tokenizer).resolve())
     config = ParityConfig(tasks=[x for x in args.tasks.split(",") if x], limit=args.limit, margin=args.margin / 100,
                           alpha=args.alpha, iters=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
                           num_concurrent=args.num_concurrent)

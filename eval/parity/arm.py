@@ -33,7 +33,11 @@ def _prepare_process(spec: dict) -> None:
     from deltainv.plugin import activate_in_process
     from deltainv.plugin.settings import Settings
 
-    activate_in_process(Settings.from_env(spec.get("env", {})))
+    # The arm's variables go into this (dedicated) process's environment, not only into the hooks:
+    # models that read the settings themselves (deltainv's RWKV-7 picks its inversion from them)
+    # must see the same ones. The parent strips every DELTAINV_* variable before starting the arm.
+    os.environ.update(spec.get("env", {}))
+    activate_in_process(Settings.from_env())
 
 
 def _lm(spec: dict, batch_size: int, num_concurrent: int):

@@ -76,6 +76,21 @@ def test_too_few_items_is_inconclusive_and_says_how_many_are_needed(tmp_path):
     assert "are needed" in log
 
 
+def test_rwkv7_arms_run_their_own_method_from_a_relative_model_path(tmp_path):
+    """deltainv's RWKV-7 picks its inversion from the settings itself: each arm's variables must reach
+    it (a wrong but finite method moves the logliks), and a relative model folder must not be read as a
+    hub id in the arms' own working folders."""
+    model = os.path.relpath(Path(DEFAULT_MODEL).parent / "rwkv7_tiny", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAINV_") and k != "TRITON_INTERPRET"}
+    proc = subprocess.run([DELTAINV, "parity", "--model", model, "--baseline", "torch", "--candidate", "newton_schulz",
+                           "--candidate-options", "iters=2", "--guard", "off", "--tasks", "deltainv_kvlast_mc",
+                           "--limit", "4", "--margin", "5", "--out", "report"],
+                          capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
+    assert proc.returncode in (1, 2), (proc.stdout + proc.stderr)[-3000:]
+    drift = json.loads((tmp_path / "report" / "parity.json").read_text())["tasks"]["deltainv_kvlast_mc"]["drift"]
+    assert drift["max_abs"] > 0.1, drift
+
+
 @pytest.mark.parametrize("engine_args, name", [("--dtype float32", "rwkv7_tiny"),
                                                ("--served-model-name tiny", "tiny")])
 def test_launch_vllm_names_the_served_model_and_tokenizes_locally(monkeypatch, engine_args, name):
