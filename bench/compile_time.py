@@ -327,7 +327,7 @@ def _run(args) -> int:
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     # the order configs() compiles in: kernel, then BT 64, 32, 16, 128 (stable within)
-    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1}
+    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1, "dplr_intra": 2}
     rows = sorted(rows, key=lambda r: (kernel_order.get(r["kernel"], 9), bt_order.get(r["bt"], 9)))
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
