@@ -6,7 +6,7 @@ count its SASS. No GPU is needed (Triton's wheel ships ptxas and cuobjdump).
 
 Per config (kernel, method, BT, NC chunks per program, warps, precisions) it records the cold compile
 time, ptxas's registers and spill bytes, and from the SASS the MMA and total warp-instructions per
-chunk (per chunk and value head for the fused GDN kernel; per chunk and head for the fused DPLR kernel). Straight-line code is counted statically;
+chunk (per chunk and value head for the fused GDN kernel). Straight-line code is counted statically;
 an instruction inside a loop counts once per trip (the fused kernel's only loop runs over the value
 heads of a key head). ``predicted_us`` is the issue-bound model of
 ``../shared/notes/kernel-design.md`` (132 SMs x 4 warp-instructions per cycle at 1.75 GHz, which
@@ -40,18 +40,22 @@ SMS, ISSUE_PER_CYCLE, CLOCK_HZ, COPY_BPS = 132, 4, 1.75e9, 2.95e12
 SHAPE = {"B": 32, "H": 4, "T": 4096}
 #: The fused GDN kernel's shape: Qwen3-Next's heads (16 key, 32 value, d 128), B1 T16k.
 GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
+#: The fused KDA kernel's shape: Kimi-Linear-48B's heads (32, d 128), B1 T16k.
+KDA_SHAPE = {"B": 1, "T": 16384, "H": 32, "HV": 32, "K": 128, "V": 128}
 #: The fused DPLR kernel's shape: RWKV-7 1.5B (32 heads of size 64), B1 T16k.
 DPLR_SHAPE = {"B": 1, "T": 16384, "H": 32, "K": 64, "V": 64}
+#: The fused intra kernels (counted per chunk and value head).
+FUSED = ("gdn_intra", "kda_intra", "dplr_intra")
 
 
 @dataclass(frozen=True)
 class Config:
-    kernel: str        # "solve_tril", "gdn_intra" or "dplr_intra"
+    kernel: str        # "solve_tril", "gdn_intra", "kda_intra" or "dplr_intra"
     method: str
     bt: int
     nc: int
     warps: int
-    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":a:wu" for dplr_intra)
+    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":wu:a" for kda_intra and dplr_intra)
 
 
 def gpu_recipes() -> dict[str, str]:
@@ -67,53 +71,58 @@ def gpu_recipes() -> dict[str, str]:
 
 
 def is_default(c: Config) -> bool:
-    """The default recipe's configs (for the fused kernels, with the default precisions of bf16 models:
-    W/U by :func:`~deltainv.kernels.chunking.default_wu_precision`, A products by ``DEFAULT_A_PRECISION``)."""
+    """The default recipe's configs (for the fused kernels, with the default W/U precision of bf16 models;
+    for ``kda_intra`` also the default precision of the decayed ``Akk``/``Aqk`` products)."""
     import torch
 
     from deltainv.kernels.chunking import default_wu_precision
-    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION as DPLR_A_PRECISION
+    from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    wu = default_wu_precision(torch.bfloat16)
-    want = f"{p}:{p}:{p}" + {"gdn_intra": f":{wu}", "dplr_intra": f":{DEFAULT_A_PRECISION}:{wu}"}.get(c.kernel, "")
+    a = {"kda_intra": f":{DEFAULT_A_PRECISION}", "dplr_intra": f":{DPLR_A_PRECISION}"}.get(c.kernel, "")
+    want = f"{p}:{p}:{p}" + (f":{default_wu_precision(torch.bfloat16)}" if c.kernel in FUSED else "") + a
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
 def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     """The configs to compile, most telling first (a run cut short keeps those): BT=64 (what the engines
-    use), then 32, 16 and 128; the default method first; the fused GDN and DPLR kernels after solve_tril."""
+    use), then 32, 16 and 128; the default method first; the fused GDN and KDA kernels after solve_tril.
+
+    ``kda_intra``: each W/U precision with the decayed ``Akk``/``Aqk`` products in tf32 (fla's, the
+    default for bf16 models) and in tf32x3 (the fp32 reference's numbers); ``dplr_intra``: its four ``A``
+    products in tf32x3 (the default: they feed the inverse) and in tf32 (fla's safe-gate kernel's)."""
     import torch
 
     from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
-    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION as DPLR_A_PRECISION
+    from deltainv.kernels.dplr.triton import MAX_CHUNK as DPLR_MAX_CHUNK
     from deltainv.kernels.gdn.triton import MAX_CHUNK
+    from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
+    from deltainv.kernels.kda.triton import MAX_CHUNK as KDA_MAX_CHUNK
     from deltainv.kernels.registry import DEFAULT_METHOD
     from deltainv.kernels.tril.triton import TRITON_METHODS, method_configs
 
     order = {64: 0, 32: 1, 16: 2, 128: 3}
     methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
     out = []
-    for kernel in ("solve_tril", "gdn_intra", "dplr_intra"):
+    for kernel in ("solve_tril",) + FUSED:
         if kernel not in kernels.split(","):
             continue
         for bt in sorted(bts, key=lambda b: order.get(b, 9)):
-            if kernel != "solve_tril" and bt > MAX_CHUNK:
+            if bt > {"gdn_intra": MAX_CHUNK, "kda_intra": KDA_MAX_CHUNK, "dplr_intra": DPLR_MAX_CHUNK}.get(kernel, bt):
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
-                if kernel == "gdn_intra":  # W/U as bf16 models get them (fla's products); the default's also in tf32x3
+                if kernel in FUSED:  # W/U as bf16 models get them (fla's products); the default's also in tf32x3
                     wus = dict.fromkeys([default_wu_precision(torch.bfloat16)]
                                         + ([FULL_WU_PRECISION] if m == DEFAULT_METHOD else []))
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
-                elif kernel == "dplr_intra":  # A products default (tf32x3), W/U as bf16 models get them (fla's
-                    # products); the default method also with tf32x3 W/U and with fla's tf32 A products
-                    bf = default_wu_precision(torch.bfloat16)
-                    pairs = [(DEFAULT_A_PRECISION, bf)]
-                    if m == DEFAULT_METHOD:
-                        pairs = [*pairs, (DEFAULT_A_PRECISION, FULL_WU_PRECISION), ("tf32", bf)]
-                    precs = [f"{precs[0]}:{ap}:{wu}" for ap, wu in pairs]
+                if kernel == "kda_intra":
+                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys([DEFAULT_A_PRECISION, "tf32x3"])]
+                if kernel == "dplr_intra":
+                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys([DPLR_A_PRECISION, "tf32"])]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 
@@ -211,6 +220,22 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
                   "NC": c.nc}
         trips = s["HV"] // s["H"]
+    elif c.kernel == "kda_intra":
+        from deltainv.kernels.kda.triton import _a_block
+        from deltainv.kernels.kda.triton import _block as kda_block
+        from deltainv.kernels.kda.triton import kda_intra_kernel
+
+        fn = _jit(kda_intra_kernel)
+        s = KDA_SHAPE
+        # fla's dtypes: bf16 q, k, v, beta and outputs; fp32 cumulative gate; no qg (disable_recompute off)
+        types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "g": "*fp32", "beta": "*bf16", "w": "*bf16",
+                 "u": "*bf16", "qg": "*bf16", "kg": "*bf16", "Aqk": "*bf16", "Akk": "*bf16", "scale": "fp32",
+                 "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32", "n_items": "i32"}
+        values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BKA": _a_block(s["K"]),
+                  "BK": kda_block(s["K"]), "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "HAS_V": True, "STORE_A": False, "STORE_QG": False, "A_PREC": wu[1], "METHOD": c.method,
+                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+        trips = 1
     elif c.kernel == "dplr_intra":
         from deltainv.kernels.dplr.triton import A_SLICE, _block, dplr_intra_kernel, factor_limit
 
@@ -221,8 +246,8 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                  "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "n_items": "i32"}
         values = {"H": s["H"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
                   "BKA": A_SLICE, "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
-                  "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[0], "METHOD": c.method,
-                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[1], "NC": c.nc}
+                  "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[1], "METHOD": c.method,
+                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = 1
     signature, constexprs, attrs = _signature(fn, types, values)
     log = io.StringIO()
@@ -252,26 +277,34 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
     if c.kernel == "solve_tril":
         chunks = SHAPE["B"] * SHAPE["H"] * SHAPE["T"] // c.bt
         nbytes = SHAPE["B"] * SHAPE["T"] * SHAPE["H"] * c.bt * (4 + 2)  # fp32 A in, bf16 out
+    elif c.kernel == "gdn_intra":
+        s = GDN_SHAPE
+        chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
+        nbytes = s["B"] * s["T"] * (s["H"] * s["K"] + 2 * s["HV"] * s["V"] + s["HV"] * s["K"]) * 2 \
+            + s["B"] * s["T"] * s["HV"] * 2 * 4  # k, v in; w, u out (bf16); beta, g
     elif c.kernel == "dplr_intra":
         s = DPLR_SHAPE
         chunks = s["B"] * s["H"] * s["T"] // c.bt
         # q k a b v (bf16) and gi ge (fp32) in; qg kg ag bg w u (bf16), A_qk A_qb (bf16), A_ak (fp32) out
         nbytes = s["B"] * s["T"] * s["H"] * (5 * s["K"] * 2 + 2 * s["K"] * 4 + 6 * s["K"] * 2 + c.bt * (2 + 2 + 4))
     else:
-        s = GDN_SHAPE
+        s = KDA_SHAPE
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
-        nbytes = s["B"] * s["T"] * (s["H"] * s["K"] + 2 * s["HV"] * s["V"] + s["HV"] * s["K"]) * 2 \
-            + s["B"] * s["T"] * s["HV"] * 2 * 4  # k, v in; w, u out (bf16); beta, g
+        # q, k, v in; w, kg, u, Aqk out (bf16); beta (bf16) and the fp32 gate in; Akk not stored
+        nbytes = s["B"] * s["T"] * (2 * s["H"] * s["K"] + 2 * s["HV"] * s["V"] + 2 * s["HV"] * s["K"]
+                                    + s["HV"] * c.bt + s["HV"]) * 2 + s["B"] * s["T"] * s["HV"] * s["K"] * 4
     issue = instructions_per_chunk * chunks / (SMS * ISSUE_PER_CYCLE * CLOCK_HZ)
     return round(issue * 1e6, 1), round(nbytes / COPY_BPS * 1e6, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="solve_tril,gdn_intra,dplr_intra",
-                    help="comma list: solve_tril, gdn_intra, dplr_intra")
+    ap.add_argument("--kernels", default="solve_tril,gdn_intra,kda_intra,dplr_intra",
+                    help="comma list: solve_tril, gdn_intra, kda_intra, dplr_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
+    ap.add_argument("--precisions", help="comma list: compile only the configs with these precision strings "
+                    "(as in the table, e.g. tf32x3:tf32x3:tf32x3:bf16:tf32)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90, Hopper)")
     ap.add_argument("--out", help="output folder (default bench/results/<host>)")
     ap.add_argument("--update", action="store_true",
@@ -292,11 +325,14 @@ def _run(args) -> int:
     import triton
 
     todo = configs(args.kernels, [int(b) for b in args.bt.split(",")], args.methods.split(","))
+    if args.precisions:
+        todo = [c for c in todo if c.precisions in args.precisions.split(",")]
     host = f"cpu-{platform.machine()}".lower().replace("_", "-")
     out = Path(args.out) if args.out else RESULTS / host
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE, "dplr_shape": DPLR_SHAPE,
+            "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
+            "kda_shape": KDA_SHAPE, "dplr_shape": DPLR_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
     kept: list[dict] = []
@@ -327,7 +363,7 @@ def _run(args) -> int:
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     # the order configs() compiles in: kernel, then BT 64, 32, 16, 128 (stable within)
-    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1, "dplr_intra": 2}
+    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1, "kda_intra": 2, "dplr_intra": 3}
     rows = sorted(rows, key=lambda r: (kernel_order.get(r["kernel"], 9), bt_order.get(r["bt"], 9)))
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
@@ -337,10 +373,11 @@ def write(out: Path, meta: dict, rows: list[dict]) -> None:
              "",
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
-             "for `gdn_intra`), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
-             "dplr_intra: B1 T16k, 32 heads, d 64) "
+             "for the fused kernels), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
+             "kda_intra: B1 T16k, 32 heads, d 128, Akk not stored; dplr_intra: B1 T16k, 32 heads, d 64, A_ab and its "
+             "inverse not stored) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
-             "| kernel | method | BT | NC | warps | merge:base:refine(:wu) | seconds | registers | spill B | "
+             "| kernel | method | BT | NC | warps | merge:base:refine(:wu(:a)) | seconds | registers | spill B | "
              "MMA/chunk | warp-instr/chunk | predicted us | floor us |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

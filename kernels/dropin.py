@@ -25,9 +25,9 @@ factory                                     replaces
                                             .chunk_intra.chunk_kda_fwd_intra`` (log2; returns ``(Aqk, Akk)``)
 ==========================================  ===========================================================
 
-The first three (and :func:`dplr_fwd_intra`) run deltainv's inversion inside the engine's own pipeline (Triton on CUDA when
-available). The last three replace a whole chunked forward with deltainv's PyTorch one
-(:mod:`deltainv.kernels.gdn.pytorch`, :mod:`deltainv.kernels.kda.pytorch`), for engines whose own
+The first three, the KDA intra drop-ins and :func:`dplr_fwd_intra` run deltainv's inversion inside
+the engine's own pipeline (Triton on CUDA when available). The vLLM CPU and transformers drop-ins
+replace a whole chunked forward with deltainv's PyTorch one (:mod:`deltainv.kernels.gdn.pytorch`, :mod:`deltainv.kernels.kda.pytorch`), for engines whose own
 kernel there has no separate inversion step (a C++ kernel, ``torch.linalg.solve_triangular``).
 """
 
@@ -166,11 +166,13 @@ KDA_INTRA_PARAMS = {
 
 
 def kda_fwd_intra(
-    method: str | None = None,
+    method: str | Recipe | None = None,
     precision: str | None = None,
     *,
     contract: str,
+    backend: str = "auto",
     wu_precision: str | None = None,
+    a_precision: str | None = None,
     **options: Any,
 ) -> Callable[..., tuple[torch.Tensor | None, ...]]:
     """The engines' ``chunk_kda_fwd_intra`` (Kimi Delta Attention's intra step) with deltainv's inversion.
@@ -185,17 +187,37 @@ def kda_fwd_intra(
 
     ``Akk = (I + A)^-1``, ``Aqk = scale * lower(q k^T decay)``, ``w, kg`` in ``k.dtype``, ``u`` in ``v.dtype``
     (see :func:`deltainv.kernels.kda.pytorch.chunk_kda_fwd_intra`). ``safe_gate``/``lower_bound`` only
-    bound the engines' own exponent ranges: deltainv's pairwise decays are exact for any gate, so
-    they are accepted and need nothing; ``use_graph``/``fuse_diagonal`` are launch choices. The
-    computation is deltainv's PyTorch KDA intra (on the inputs' device); a fused Triton kernel
-    will slot in behind this same contract.
+    bound the engines' own exponent ranges: deltainv's decays are split at reference rows between
+    each pair and exact for any gate, so they are accepted and need nothing; ``use_graph``/
+    ``fuse_diagonal`` are launch choices. The backend is chosen per call for the tensors' device
+    (:func:`deltainv.kernels.backend.choose`): the fused Triton kernel
+    (:mod:`deltainv.kernels.kda.triton`, chunk sizes up to 64, which is all the engines use; ``Akk``
+    is not written where the contract returns None for it) or the PyTorch reference.
+    ``a_precision`` chooses the fused kernel's decayed ``Akk``/``Aqk`` products (default by dtype:
+    :func:`deltainv.kernels.kda.triton.default_a_precision`).
     """
     if contract not in KDA_INTRA_PARAMS:
         raise ValueError(f"unknown KDA intra contract {contract!r}; choose one of {', '.join(KDA_INTRA_PARAMS)}")
     recipe = resolve(method, precision, **options)
+    backends.check_method(recipe, backend)
+    if wu_precision is not None:
+        check_precision(wu_precision)
+    if a_precision is not None:
+        from .kda.triton import A_PRECISIONS
+
+        if a_precision not in A_PRECISIONS:
+            raise ValueError(f"a_precision must be one of {', '.join(A_PRECISIONS)}; got {a_precision!r}")
     from .kda.pytorch import chunk_kda_fwd_intra as _intra
 
-    def run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, with_qg=False):
+    def run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, with_qg=False, store_a=True):
+        if backends.choose(recipe, k.device, backend) == "triton":
+            from .kda import triton as fused
+
+            if chunk_size <= fused.MAX_CHUNK or backend == "triton":  # explicit triton: its clear error
+                return fused.chunk_kda_fwd_intra(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices,
+                                                 gate_log2=True, with_qg=with_qg, recipe=recipe,
+                                                 wu_precision=wu_precision, a_precision=a_precision,
+                                                 store_a=store_a)
         return _intra(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices, gate_log2=True,
                       with_qg=with_qg, method=recipe, wu_precision=wu_precision)
 
@@ -207,7 +229,8 @@ def kda_fwd_intra(
     elif contract == "sglang":
         def chunk_kda_fwd_intra(q, k, v, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
                                 chunk_indices=None, safe_gate=False, fuse_recompute=False, fuse_diagonal=False):
-            w, u, _, kg, Aqk, Akk = run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices)
+            w, u, _, kg, Aqk, Akk = run(q, k, v, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices,
+                                        store_a=not fuse_recompute)
             return w, u, None, kg, Aqk, (None if fuse_recompute else Akk)
     else:
         def chunk_kda_fwd_intra(q, k, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64,
@@ -215,7 +238,9 @@ def kda_fwd_intra(
             *_, Aqk, Akk = run(q, k, None, gk, beta, scale, cu_seqlens, chunk_size, chunk_indices)
             return Aqk, Akk
 
-    chunk_kda_fwd_intra.deltainv = _info(recipe, "torch", contract=contract, wu_precision=wu_precision)
+    chunk_kda_fwd_intra.deltainv = _info(recipe, backend, contract=contract, wu_precision=wu_precision,
+                                         a_precision=a_precision)
+    chunk_kda_fwd_intra.recipe = recipe
     return chunk_kda_fwd_intra
 
 

@@ -42,7 +42,8 @@ def kda_intra(settings, original, target):
     """``fla.ops.kda.chunk_fwd.chunk_kda_fwd_intra`` (fla's by-name copy; the dispatch-wrapped original
     in ``chunk_intra`` is rebound too). When fla would hand ``chunk_kda`` to FlashKDA instead, the
     ``fla.flash_kda`` route (:func:`flash_kda_verifier`) keeps it on this path."""
-    return kernel(dropin.fla_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts)
+    return kernel(dropin.fla_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts,
+                  with_backend=True)
 
 
 def flash_kda_verifier(settings, original, target):

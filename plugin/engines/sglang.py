@@ -61,4 +61,5 @@ def kda_intra(settings, original, target):
     by-name copy; the original in ``fla.chunk_intra`` is rebound too). Gates in log2."""
     from .fla import _kda_intra_accepts
 
-    return kernel(dropin.sglang_kda_fwd_intra, settings, pick=first, accepts=_kda_intra_accepts)
+    return kernel(dropin.sglang_kda_fwd_intra, settings, pick=first, accepts=_kda_intra_accepts,
+                  with_backend=True)

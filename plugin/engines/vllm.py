@@ -87,7 +87,8 @@ def kda_intra(settings, original, target):
     """``vllm.models.kimi_k3.{nvidia,amd}.ops.third_party.kda.chunk.chunk_kda_fwd_intra``: Kimi Linear's
     fused intra + inverse, called from ``chunk_kda_with_fused_gate`` (``kimi_gdn_linear_attn.py``);
     returns ``(Aqk, Akk)``, gates in log2."""
-    return kernel(dropin.vllm_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts)
+    return kernel(dropin.vllm_kda_fwd_intra, settings, pick=last, accepts=_kda_intra_accepts,
+                  with_backend=True)
 
 
 def _kda_intra_accepts(q, k, gk=None, beta=None, scale=None, cu_seqlens=None, chunk_size=64, chunk_indices=None,

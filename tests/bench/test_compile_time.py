@@ -74,8 +74,34 @@ def test_fused_dplr_configs_and_model():
     todo = configs("dplr_intra", [64, 128], ["substitution", "blocked"])
     assert {c.kernel for c in todo} == {"dplr_intra"} and {c.bt for c in todo} == {64}   # BT 128 is refused
     subst = {c.precisions for c in todo if c.method == "substitution"}
-    assert subst == {"tf32x3:tf32x3:tf32x3:tf32x3:tf32x3", "tf32x3:tf32x3:tf32x3:tf32x3:bf16",
-                     "tf32x3:tf32x3:tf32x3:tf32:bf16"}
-    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:tf32x3:bf16"] * 2
+    assert subst == {f"tf32x3:tf32x3:tf32x3:{wu}:{a}" for wu in ("bf16", "tf32x3") for a in ("tf32x3", "tf32")}
+    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:bf16:tf32x3"] * 2
     predicted, floor = model_us(todo[0], 10_000)
     assert predicted > 0 and floor > 0
+
+
+def test_kda_intra_configs_and_a_partial_update(tmp_path, monkeypatch):
+    """The fused KDA configs (chunk sizes up to 64, A products in tf32 and tf32x3), and ``--update``
+    with ``--precisions`` keeping every other kernel's rows (the compile itself is stubbed: minutes per config)."""
+    from deltainv.bench import compile_time
+
+    cfgs = compile_time.configs("kda_intra", [64, 128], ["substitution", "mxr"])
+    assert cfgs and {(c.kernel, c.bt) for c in cfgs} == {("kda_intra", 64)}
+    assert {c.precisions.split(":")[-1] for c in cfgs} == {"tf32", "tf32x3"}
+    assert sum(compile_time.is_default(c) for c in cfgs) == 2  # the default recipe at its two (NC, warps)
+    predicted, floor = model_us(cfgs[0], 10_000)
+    assert predicted > 0 and floor > 300  # B1 T16k, 32 heads, d 128: > 1 GB moved
+    keep = {"kernel": "solve_tril", "method": "mxr", "bt": 16, "chunks_per_program": 4, "warps": 4,
+            "precisions": "tf32x3:tf32x3:tf32x3", "seconds": 1.0, "registers": 100, "spill_bytes": 0,
+            "mma_per_chunk": 1, "warp_instructions_per_chunk": 1000, "predicted_us": 1.0, "floor_us": 1.0,
+            "default": False}
+    (tmp_path / "compile_time.json").write_text(json.dumps({"meta": {"command": "before"}, "rows": [keep]}))
+    fake = {"seconds": 2.0, "registers": 200, "spill_bytes": 0, "mma_per_chunk": 10,
+            "warp_instructions_per_chunk": 5000}
+    monkeypatch.setattr(compile_time, "compile_config", lambda c, arch=90: dict(fake))
+    want = [c for c in cfgs if compile_time.is_default(c)]
+    assert compile_time.main(["--kernels", "kda_intra", "--bt", "64", "--methods", want[0].method, "--out",
+                              str(tmp_path), "--update", "--precisions", want[0].precisions]) == 0
+    rows = json.loads((tmp_path / "compile_time.json").read_text())["rows"]
+    assert rows[0]["kernel"] == "solve_tril" and rows[0]["warp_instructions_per_chunk"] == 1000
+    assert [(r["kernel"], r["precisions"], r["default"]) for r in rows[1:]] == [("kda_intra", want[0].precisions, True)] * 2
