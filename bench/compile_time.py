@@ -42,18 +42,20 @@ SHAPE = {"B": 32, "H": 4, "T": 4096}
 GDN_SHAPE = {"B": 1, "T": 16384, "H": 16, "HV": 32, "K": 128, "V": 128}
 #: The fused KDA kernel's shape: Kimi-Linear-48B's heads (32, d 128), B1 T16k.
 KDA_SHAPE = {"B": 1, "T": 16384, "H": 32, "HV": 32, "K": 128, "V": 128}
+#: The fused DPLR kernel's shape: RWKV-7 1.5B (32 heads of size 64), B1 T16k.
+DPLR_SHAPE = {"B": 1, "T": 16384, "H": 32, "K": 64, "V": 64}
 #: The fused intra kernels (counted per chunk and value head).
-FUSED = ("gdn_intra", "kda_intra")
+FUSED = ("gdn_intra", "kda_intra", "dplr_intra")
 
 
 @dataclass(frozen=True)
 class Config:
-    kernel: str        # "solve_tril", "gdn_intra" or "kda_intra"
+    kernel: str        # "solve_tril", "gdn_intra", "kda_intra" or "dplr_intra"
     method: str
     bt: int
     nc: int
     warps: int
-    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":wu:a" for kda_intra)
+    precisions: str    # "merge:base:refine" (":wu" appended for gdn_intra, ":wu:a" for kda_intra and dplr_intra)
 
 
 def gpu_recipes() -> dict[str, str]:
@@ -74,12 +76,13 @@ def is_default(c: Config) -> bool:
     import torch
 
     from deltainv.kernels.chunking import default_wu_precision
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION as DPLR_A_PRECISION
     from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.registry import DEFAULT_METHOD, DEFAULT_PRECISION
 
     p = DEFAULT_PRECISION
-    want = f"{p}:{p}:{p}" + (f":{default_wu_precision(torch.bfloat16)}" if c.kernel in FUSED else "") \
-        + (f":{DEFAULT_A_PRECISION}" if c.kernel == "kda_intra" else "")
+    a = {"kda_intra": f":{DEFAULT_A_PRECISION}", "dplr_intra": f":{DPLR_A_PRECISION}"}.get(c.kernel, "")
+    want = f"{p}:{p}:{p}" + (f":{default_wu_precision(torch.bfloat16)}" if c.kernel in FUSED else "") + a
     return c.method == DEFAULT_METHOD and c.precisions == want
 
 
@@ -88,10 +91,13 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     use), then 32, 16 and 128; the default method first; the fused GDN and KDA kernels after solve_tril.
 
     ``kda_intra``: each W/U precision with the decayed ``Akk``/``Aqk`` products in tf32 (fla's, the
-    default for bf16 models) and in tf32x3 (the fp32 reference's numbers)."""
+    default for bf16 models) and in tf32x3 (the fp32 reference's numbers); ``dplr_intra``: its four ``A``
+    products in tf32x3 (the default: they feed the inverse) and in tf32 (fla's safe-gate kernel's)."""
     import torch
 
     from deltainv.kernels.chunking import FULL_WU_PRECISION, default_wu_precision
+    from deltainv.kernels.dplr.triton import DEFAULT_A_PRECISION as DPLR_A_PRECISION
+    from deltainv.kernels.dplr.triton import MAX_CHUNK as DPLR_MAX_CHUNK
     from deltainv.kernels.gdn.triton import MAX_CHUNK
     from deltainv.kernels.kda.triton import DEFAULT_A_PRECISION
     from deltainv.kernels.kda.triton import MAX_CHUNK as KDA_MAX_CHUNK
@@ -102,10 +108,10 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
     methods = sorted((m for m in methods if m in TRITON_METHODS), key=lambda m: m != DEFAULT_METHOD)
     out = []
     for kernel in ("solve_tril",) + FUSED:
-        if kernel not in kernels:
+        if kernel not in kernels.split(","):
             continue
         for bt in sorted(bts, key=lambda b: order.get(b, 9)):
-            if bt > {"gdn_intra": MAX_CHUNK, "kda_intra": KDA_MAX_CHUNK}.get(kernel, bt):
+            if bt > {"gdn_intra": MAX_CHUNK, "kda_intra": KDA_MAX_CHUNK, "dplr_intra": DPLR_MAX_CHUNK}.get(kernel, bt):
                 continue
             for m in methods:
                 precs = [gpu_recipes()[m]]
@@ -115,6 +121,8 @@ def configs(kernels: str, bts: list[int], methods: list[str]) -> list[Config]:
                     precs = [f"{precs[0]}:{wu}" for wu in wus]
                 if kernel == "kda_intra":
                     precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys([DEFAULT_A_PRECISION, "tf32x3"])]
+                if kernel == "dplr_intra":
+                    precs = [f"{p}:{a}" for p in precs for a in dict.fromkeys([DPLR_A_PRECISION, "tf32"])]
                 out += [Config(kernel, m, bt, nc, w, prec) for prec in precs for nc, w in method_configs(m, bt)]
     return out
 
@@ -212,7 +220,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
                   "NC": c.nc}
         trips = s["HV"] // s["H"]
-    else:
+    elif c.kernel == "kda_intra":
         from deltainv.kernels.kda.triton import _a_block
         from deltainv.kernels.kda.triton import _block as kda_block
         from deltainv.kernels.kda.triton import kda_intra_kernel
@@ -226,6 +234,19 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         values = {"H": s["H"], "HV": s["HV"], "K": s["K"], "V": s["V"], "BKA": _a_block(s["K"]),
                   "BK": kda_block(s["K"]), "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
                   "HAS_V": True, "STORE_A": False, "STORE_QG": False, "A_PREC": wu[1], "METHOD": c.method,
+                  "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
+        trips = 1
+    elif c.kernel == "dplr_intra":
+        from deltainv.kernels.dplr.triton import A_SLICE, _block, dplr_intra_kernel, factor_limit
+
+        fn = _jit(dplr_intra_kernel)
+        s = DPLR_SHAPE
+        types = {**{x: "*bf16" for x in ("q", "k", "v", "a", "b", "A_qk", "A_qb", "qg", "kg", "ag", "bg", "w", "u")},
+                 **{x: "*fp32" for x in ("gi", "ge", "A_ab", "A_ak", "Ai")}, "cu_seqlens": "*i32",
+                 "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "n_items": "i32"}
+        values = {"H": s["H"], "K": s["K"], "V": s["V"], "BK": _block(s["K"]), "BV": _block(s["V"]),
+                  "BKA": A_SLICE, "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
+                  "LIMIT": factor_limit(True), "STORE_A": False, "A_PREC": wu[1], "METHOD": c.method,
                   "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
         trips = 1
     signature, constexprs, attrs = _signature(fn, types, values)
@@ -261,6 +282,11 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
         nbytes = s["B"] * s["T"] * (s["H"] * s["K"] + 2 * s["HV"] * s["V"] + s["HV"] * s["K"]) * 2 \
             + s["B"] * s["T"] * s["HV"] * 2 * 4  # k, v in; w, u out (bf16); beta, g
+    elif c.kernel == "dplr_intra":
+        s = DPLR_SHAPE
+        chunks = s["B"] * s["H"] * s["T"] // c.bt
+        # q k a b v (bf16) and gi ge (fp32) in; qg kg ag bg w u (bf16), A_qk A_qb (bf16), A_ak (fp32) out
+        nbytes = s["B"] * s["T"] * s["H"] * (5 * s["K"] * 2 + 2 * s["K"] * 4 + 6 * s["K"] * 2 + c.bt * (2 + 2 + 4))
     else:
         s = KDA_SHAPE
         chunks = s["B"] * s["HV"] * s["T"] // c.bt  # per value head
@@ -273,8 +299,8 @@ def model_us(c: Config, instructions_per_chunk: float) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltainv.bench.compile_time", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--kernels", default="solve_tril,gdn_intra,kda_intra",
-                    help="comma list: solve_tril, gdn_intra, kda_intra")
+    ap.add_argument("--kernels", default="solve_tril,gdn_intra,kda_intra,dplr_intra",
+                    help="comma list: solve_tril, gdn_intra, kda_intra, dplr_intra")
     ap.add_argument("--bt", default="16,32,64,128", help="comma list of chunk sizes")
     ap.add_argument("--methods", default="substitution,blocked,mxr,mxr_refine", help="comma list")
     ap.add_argument("--precisions", help="comma list: compile only the configs with these precision strings "
@@ -306,7 +332,7 @@ def _run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"triton": triton.__version__, "arch": f"sm_{args.arch}", "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"), "shape": SHAPE, "gdn_shape": GDN_SHAPE,
-            "kda_shape": KDA_SHAPE,
+            "kda_shape": KDA_SHAPE, "dplr_shape": DPLR_SHAPE,
             "model": {"sms": SMS, "issue_per_cycle": ISSUE_PER_CYCLE, "clock_hz": CLOCK_HZ, "copy_bps": COPY_BPS},
             "command": "python -m deltainv.bench.compile_time " + " ".join(sys.argv[1:]), "planned": len(todo)}
     kept: list[dict] = []
@@ -337,7 +363,7 @@ def _run(args) -> int:
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
     # the order configs() compiles in: kernel, then BT 64, 32, 16, 128 (stable within)
-    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1, "kda_intra": 2}
+    bt_order, kernel_order = {64: 0, 32: 1, 16: 2, 128: 3}, {"solve_tril": 0, "gdn_intra": 1, "kda_intra": 2, "dplr_intra": 3}
     rows = sorted(rows, key=lambda r: (kernel_order.get(r["kernel"], 9), bt_order.get(r["bt"], 9)))
     (out / "compile_time.json").write_text(json.dumps({"meta": {**meta, "done": len(rows)}, "rows": rows}, indent=1))
     lines = [f"# Triton kernels compiled for {meta['arch']} on this CPU (no GPU)", "",
@@ -348,7 +374,8 @@ def write(out: Path, meta: dict, rows: list[dict]) -> None:
              "Per config: cold compile seconds (on a shared, loaded 2-core box: an upper bound), ptxas registers and "
              "spill bytes per thread, MMA and warp-instructions per chunk from the SASS (per chunk and value head "
              "for the fused kernels), and the issue-bound model at B32 H4 T4096 (gdn_intra: B1 T16k, 16/32 heads, d 128; "
-             "kda_intra: B1 T16k, 32 heads, d 128, Akk not stored) "
+             "kda_intra: B1 T16k, 32 heads, d 128, Akk not stored; dplr_intra: B1 T16k, 32 heads, d 64, A_ab and its "
+             "inverse not stored) "
              "on an H100 next to the memory floor. **Not measured on GPU.** Default recipe rows in bold.", "",
              "| kernel | method | BT | NC | warps | merge:base:refine(:wu(:a)) | seconds | registers | spill B | "
              "MMA/chunk | warp-instr/chunk | predicted us | floor us |",

@@ -12,7 +12,7 @@ a :class:`~deltainv.kernels.registry.Recipe` (already validated) and the device 
   names the methods that do), and the kernels need a GPU with an active driver, unless
   ``TRITON_INTERPRET=1`` runs them in Triton's CPU interpreter (tests; slow).
 
-The fused GDN intra kernel covers the same methods as the inversion kernels, so one method set
+The fused GDN and DPLR intra kernels cover the same methods as the inversion kernels, so one method set
 (the registry's ``triton`` implementations) answers for both.
 """
 
@@ -29,7 +29,7 @@ from .registry import BACKENDS, METHODS, Recipe
 #: What a caller may ask for.
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 
-_TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton")
+_TRITON_MODULES = ("deltainv.kernels.tril.triton", "deltainv.kernels.gdn.triton", "deltainv.kernels.dplr.triton")
 
 
 class BackendError(ValueError):

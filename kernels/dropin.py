@@ -12,6 +12,8 @@ factory                                     replaces
                                             ``.../flash_linear_attention/ops/solve_tril.solve_tril``
 :func:`gdn_fwd_intra` (``gate_log2=True``)  fla 0.6.0 ``chunk_gated_delta_rule_fwd_intra`` (g in log2)
 :func:`gdn_fwd_intra` (``gate_log2=False``) SGLang 0.5.23 ``chunk_gated_delta_rule_fwd_intra`` (g in ln)
+:func:`dplr_fwd_intra`                      fla 0.6.0 ``chunk_dplr_fwd_intra`` followed by ``prepare_wy_repr_fwd``
+                                            (the DPLR / RWKV-7 intra + WY step, one call; gates in log2)
 :func:`vllm_cpu_gdn`                        vLLM CPU build 0.32/0.33 ``vllm._custom_ops.chunk_gated_delta_rule_cpu``
                                             (the whole GDN prefill core, state pool updated in place)
 :func:`transformers_gdn`                    transformers 5.19-5.23 ``torch_chunk_gated_delta_rule``
@@ -23,9 +25,9 @@ factory                                     replaces
                                             .chunk_intra.chunk_kda_fwd_intra`` (log2; returns ``(Aqk, Akk)``)
 ==========================================  ===========================================================
 
-The first three and the KDA intra drop-ins run deltainv's inversion inside the engine's own
-pipeline (Triton on CUDA when available). The vLLM CPU and transformers drop-ins replace a whole
-chunked forward with deltainv's PyTorch one (:mod:`deltainv.kernels.gdn.pytorch`, :mod:`deltainv.kernels.kda.pytorch`), for engines whose own
+The first three, the KDA intra drop-ins and :func:`dplr_fwd_intra` run deltainv's inversion inside
+the engine's own pipeline (Triton on CUDA when available). The vLLM CPU and transformers drop-ins
+replace a whole chunked forward with deltainv's PyTorch one (:mod:`deltainv.kernels.gdn.pytorch`, :mod:`deltainv.kernels.kda.pytorch`), for engines whose own
 kernel there has no separate inversion step (a C++ kernel, ``torch.linalg.solve_triangular``).
 """
 
@@ -112,6 +114,45 @@ def gdn_fwd_intra(
 
 fla_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=True)
 sglang_gdn_fwd_intra = functools.partial(gdn_fwd_intra, gate_log2=False)
+
+
+def dplr_fwd_intra(
+    method: str | Recipe | None = None,
+    precision: str | None = None,
+    *,
+    backend: str = "auto",
+    wu_precision: str | None = None,
+    gate_log2: bool = True,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor | None, ...]]:
+    """``chunk_dplr_fwd_intra(q, k, v, a, b, gi, ge, scale, chunk_size=64, cu_seqlens=None, chunk_indices=None)``.
+
+    fla 0.6.0's DPLR intra step and its WY step in one call (fla's ``chunk_dplr_fwd`` calls
+    ``chunk_dplr_fwd_intra(q, k, a, b, gi, ge, scale, ...)`` and then ``prepare_wy_repr_fwd(ag, v,
+    A_ak, A_ab, ...)``): returns fla's two tuples back to back, ``(A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
+    bg, w, u, A_ab_inv)`` (see :func:`deltainv.kernels.dplr.pytorch.chunk_dplr_fwd_intra`); ``gi``,
+    ``ge`` come from fla's ``chunk_rwkv6_fwd_cumsum`` (log2 units). The backend is chosen per call for
+    the tensors' device (:func:`deltainv.kernels.backend.choose`): the fused Triton kernel or the
+    PyTorch reference.
+    """
+    recipe = resolve(method, precision, **options)
+    backends.check_method(recipe, backend)
+    if wu_precision is not None:
+        check_precision(wu_precision)
+    from .dplr.pytorch import chunk_dplr_fwd_intra as _torch_intra
+
+    def chunk_dplr_fwd_intra(q, k, v, a, b, gi, ge, scale, chunk_size=64, cu_seqlens=None, chunk_indices=None):
+        if backends.choose(recipe, k.device, backend) == "triton":
+            from .dplr.triton import chunk_dplr_fwd_intra as fused
+
+            return fused(q, k, v, a, b, gi, ge, scale, chunk_size, cu_seqlens, chunk_indices, gate_log2=gate_log2,
+                         recipe=recipe, wu_precision=wu_precision)
+        return _torch_intra(q, k, v, a, b, gi, ge, scale, chunk_size, cu_seqlens, chunk_indices, gate_log2=gate_log2,
+                            method=recipe, wu_precision=wu_precision)
+
+    chunk_dplr_fwd_intra.deltainv = _info(recipe, backend, gate_log2=gate_log2, wu_precision=wu_precision)
+    chunk_dplr_fwd_intra.recipe = recipe
+    return chunk_dplr_fwd_intra
 
 
 #: KDA intra contracts: engine -> (parameter names, what is returned).
@@ -302,6 +343,7 @@ def transformers_kda(
 
 __all__ = [
     "KDA_INTRA_PARAMS",
+    "dplr_fwd_intra",
     "fla_gdn_fwd_intra",
     "fla_kda_fwd_intra",
     "gdn_fwd_intra",

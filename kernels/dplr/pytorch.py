@@ -19,6 +19,11 @@ per-token, per-channel *log* decay in natural-log units (fla's convention; RWKV-
     O    = scale [ (q * exp(Gi)) S + A_qk V + A_qb u ]
     S   <- diag(exp(Gi_last)) S + (k * exp(Gi_last - Gi))^T V + (b * exp(Gi_last - Gi))^T u
 
+:func:`chunk_dplr_fwd_intra` is that intra-chunk step alone (``A_*``, the gated operands, ``T``, ``W``,
+``U``) with fla 0.6.0's ``chunk_dplr_fwd_intra`` + ``prepare_wy_repr_fwd`` contract; the fused
+Triton kernel (:mod:`deltainv.kernels.dplr.triton`) computes the same tuple, and
+:func:`chunk_dplr_delta_rule` runs it when the backend is Triton.
+
 fla writes the inverse as ``(I - A_ab)^-1``; the registry's convention is ``(I + A)^-1``, hence the
 sign. All exponents above are <= 0 where they are used (masked before ``exp``), so no factorisation
 can overflow. Element-wise work is fp32; ``wu_precision`` rounds the operands of the three W/U
@@ -31,7 +36,16 @@ from collections.abc import Callable
 
 import torch
 
-from ..chunking import FULL_WU_PRECISION, gather, heads_first, scatter
+from .. import backend as backends
+from ..chunking import (
+    FULL_WU_PRECISION,
+    default_wu_precision,
+    gate_exp,
+    gather,
+    heads_first,
+    scatter,
+    valid_heads_first,
+)
 from ..index import ChunkTable, chunk_table
 from ..precision import check_precision, matmul
 from ..registry import Recipe, resolve
@@ -55,7 +69,7 @@ def check_dplr_inputs(q, k, v, a, b, gk) -> None:
             raise ValueError(f"{name} must have k's shape [B, T, H, K] = {list(k.shape)}; got {list(x.shape)}")
 
 
-def _pairwise(left_pairs, right_pairs, G_row, G_col, strict: bool):
+def _pairwise(left_pairs, right_pairs, G_row, G_col, strict: bool, log2: bool = False):
     """``M_ij = sum_c left_ic right_jc exp(G_row_ic - G_col_jc)`` on the lower triangle, for several
     ``(left, right)`` pairs sharing one decay tensor. All ``[NT, H, BT, K]`` -> list of ``[NT, H, BT, BT]``."""
     NT, H, BT, K = G_row.shape
@@ -67,10 +81,94 @@ def _pairwise(left_pairs, right_pairs, G_row, G_col, strict: bool):
         e = slice(s, s + step)
         diff = G_row[e][..., :, None, :] - G_col[e][..., None, :, :]          # [n, H, BT, BT, K]
         # Mask before exp: above the diagonal the exponent is positive and can overflow.
-        decay = torch.where(mask, torch.exp(torch.where(mask, diff, zero)), zero)
+        decay = torch.where(mask, gate_exp(torch.where(mask, diff, zero), log2), zero)
         for out, left, right in zip(outs, left_pairs, right_pairs):
             out[e] = torch.einsum("nhic,nhjc,nhijc->nhij", left[e], right[e], decay)
     return outs
+
+
+def _intra_chunks(qc, kc, vc, ac, bc, Gi, Ge, scale: float, log2: bool, invert_fn, wu_precision: str):
+    """The intra-chunk step in chunk space (all ``[NT, H, BT, D]`` fp32; ``Gi``/``Ge`` edge-padded).
+
+    Returns fp32 ``(A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, T)``, ``A_*`` ``[NT, H, BT, BT]``,
+    with ``scale`` folded into ``A_qk``, ``A_qb`` and ``qg`` as fla does.
+    """
+    A_ab, A_ak = _pairwise((ac, ac), (bc, kc), Ge, Gi, strict=True, log2=log2)
+    A_qk, A_qb = _pairwise((qc, qc), (kc, bc), Gi, Gi, strict=False, log2=log2)
+    Ai = invert_fn(-A_ab)
+    ag = ac * gate_exp(Ge, log2)
+    w = matmul(Ai, ag, wu_precision)
+    u = matmul(matmul(Ai, A_ak, wu_precision), vc, wu_precision)
+    decay_last = gate_exp(Gi[..., -1:, :] - Gi, log2)          # padded rows carry the last real G
+    qg = scale * qc * gate_exp(Gi, log2)
+    return A_ab, scale * A_qk, A_ak, scale * A_qb, qg, kc * decay_last, ag, bc * decay_last, w, u, Ai
+
+
+def _inverse_fn(recipe: Recipe | None, inverse):
+    if inverse is not None:
+        return inverse
+    return lambda A: invert(A, recipe, backend="torch", check_finite=False)
+
+
+def chunk_dplr_fwd_intra(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    gi: torch.Tensor,
+    ge: torch.Tensor,
+    scale: float | None = None,
+    chunk_size: int = 64,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_indices: torch.Tensor | None = None,
+    *,
+    gate_log2: bool = True,
+    method: str | Recipe | None = None,
+    precision: str | None = None,
+    wu_precision: str | None = None,
+    out_dtype: torch.dtype | None = None,
+    **options,
+) -> tuple[torch.Tensor, ...]:
+    """The DPLR intra-chunk step: fla 0.6.0's ``chunk_dplr_fwd_intra`` then ``prepare_wy_repr_fwd``, in one call.
+
+    Args:
+        q, k, a, b: ``[B, T, H, K]``. v: ``[B, T, H, V]``.
+        gi, ge: ``[B, T, H, K]`` the inclusive / exclusive in-chunk cumulative gates (fla's
+            ``chunk_rwkv6_fwd_cumsum``), in log2 units (``gate_log2=True``, fla) or natural log.
+        scale: query scale folded into ``A_qk``, ``A_qb``, ``qg`` (default ``K ** -0.5``).
+        method, precision, options: the inversion (a :class:`~deltainv.kernels.registry.Recipe` is used as is).
+        wu_precision: operand rounding of ``W = T ag``, ``T A_ak`` and ``U = (T A_ak) v`` (default by the
+            dtype ``W`` is stored in, :func:`deltainv.kernels.chunking.default_wu_precision`: ``bf16`` for
+            bf16, ``tf32`` for fp16, ``tf32x3`` for fp32).
+        out_dtype: dtype of ``A_qk, A_qb, qg, kg, ag, bg, w`` (default ``q.dtype``, as fla).
+
+    Returns:
+        ``(A_ab, A_qk, A_ak, A_qb, qg, kg, ag, bg, w, u, A_ab_inv)``, fla's two tuples back to back, in
+        the engine layout: ``A_ab``, ``A_ak``, ``A_ab_inv`` ``[B, T, H, BT]`` fp32 (``A_ab_inv =
+        (I - A_ab)^-1``); ``A_qk, A_qb`` ``[B, T, H, BT]``, ``qg = scale q exp(gi)``, ``kg = k exp(gi_last - gi)``,
+        ``ag = a exp(ge)``, ``bg = b exp(gi_last - gi)``, ``w = A_ab_inv ag`` (``[B, T, H, K]``) in
+        ``out_dtype``; ``u = (A_ab_inv A_ak) v`` ``[B, T, H, V]`` in ``v.dtype``. Rows past the end of the
+        input are not written (the layout has none); within a partial chunk, columns past the end are 0.
+    """
+    check_dplr_inputs(q, k, v, a, b, gi)
+    if ge.shape != gi.shape:
+        raise ValueError(f"ge must have gi's shape {list(gi.shape)}; got {list(ge.shape)}")
+    recipe = resolve(method, precision, **options)
+    out_dtype = q.dtype if out_dtype is None else out_dtype
+    wu_precision = check_precision(default_wu_precision(out_dtype, wu_precision))
+    B, T, H, K = k.shape
+    scale = K**-0.5 if scale is None else scale
+    table = chunk_table(B, T, chunk_size, cu_seqlens, chunk_indices, k.device)
+    qc, kc, vc, ac, bc = (heads_first(gather(x, table)) for x in (q, k, v, a, b))
+    Gi = heads_first(gather(gi, table, pad="edge"))
+    # Padding rows take Gi's edge value for Ge too (a zero gate there, as a cumsum over the zero-padded
+    # gate gives): Ge's own last value would exceed the padded columns' Gi and exp() could overflow.
+    Ge = torch.where(valid_heads_first(table)[..., None], heads_first(gather(ge, table, pad="edge")), Gi)
+    outs = _intra_chunks(qc, kc, vc, ac, bc, Gi, Ge, scale, gate_log2, _inverse_fn(recipe, None), wu_precision)
+    dtypes = (torch.float32, out_dtype, torch.float32, out_dtype, out_dtype, out_dtype, out_dtype, out_dtype,
+              out_dtype, v.dtype, torch.float32)
+    return tuple(scatter(x.movedim(1, 2), table, B, T, dt) for x, dt in zip(outs, dtypes))
 
 
 def _recurrence(w, u, vc, qg, A_qk, A_qb, kd, bd, state_decay, table: ChunkTable, initial_state, scale: float):
@@ -117,6 +215,7 @@ def chunk_dplr_delta_rule(
     precision: str | None = None,
     wu_precision: str | None = None,
     inverse: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    backend: str = "auto",
     **options,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The whole chunked DPLR forward (prefill), fla's ``chunk_dplr_delta_rule`` contract.
@@ -130,13 +229,16 @@ def chunk_dplr_delta_rule(
         cu_seqlens_cpu: accepted for fla compatibility (unused: the chunk table is built on the host).
         chunk_size: 16, 32, 64 or 128 (None: 64).
         safe_gate, lower_bound: accepted for fla compatibility; this path needs neither (its decays
-            are never factorised). A ``lower_bound`` must be negative, as in fla.
+            are never factorised over a chunk). A ``lower_bound`` must be negative, as in fla.
         method, precision, options: the inversion (a registry name and its options, or a
             :class:`~deltainv.kernels.registry.Recipe` from :func:`~deltainv.kernels.registry.resolve`).
         wu_precision: operand rounding of the W/U products (default ``tf32x3``: W and U stay
             fp32 here).
         inverse: a study hook replacing the registry, ``A [..., BT, BT] -> (I + A)^-1`` (e.g.
-            :func:`deltainv.kernels.dplr.fla_recipe.fla_fp16_inverse`); excludes ``method``.
+            :func:`deltainv.kernels.dplr.fla_recipe.fla_fp16_inverse`); excludes ``method``; PyTorch only.
+        backend: who runs the intra-chunk step (:func:`deltainv.kernels.backend.choose`): ``auto``
+            (the fused Triton kernel on CUDA where it can run, else PyTorch), ``torch`` or ``triton``.
+            The chunk-to-chunk recurrence is PyTorch either way.
 
     Returns:
         ``(o, final_state)``: ``o`` ``[B, T, H, V]`` in ``v.dtype``; ``final_state`` or None.
@@ -149,31 +251,36 @@ def chunk_dplr_delta_rule(
     if inverse is not None and (method is not None or precision is not None or options):
         raise ValueError("pass either inverse= or method/precision/options, not both")
     recipe = resolve(method, precision, **options) if inverse is None else None   # validated once, up front
+    if inverse is not None:
+        if backends.check_choice(backend) == "triton":
+            raise ValueError("inverse= is a PyTorch study hook; it cannot run with backend='triton'")
+        backend = "torch"
+    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
+    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
+    use_triton = recipe is not None and backends.choose(recipe, k.device, backend) == "triton"
     B, T, H, K = k.shape
     scale = K**-0.5 if scale is None else scale
     table = chunk_table(B, T, chunk_size, cu_seqlens, None, k.device)
-    qc, kc, vc, ac, bc = (heads_first(gather(x, table)) for x in (q, k, v, a, b))   # [NT, H, BT, D]
     # Cumulated in chunk space, so rows past a partial chunk's end carry its last real G.
-    gc = heads_first(gather(gk, table))
-    Gi = torch.cumsum(gc, dim=2)
-    Ge = Gi - gc
+    gc = gather(gk, table)
+    Gi = torch.cumsum(gc, dim=1)                                    # [NT, BT, H, K]
+    if use_triton:
+        from .triton import chunk_dplr_fwd_intra as fused
 
-    A_ab, A_ak = _pairwise((ac, ac), (bc, kc), Ge, Gi, strict=True)
-    A_qk, A_qb = _pairwise((qc, qc), (kc, bc), Gi, Gi, strict=False)
-    if inverse is not None:
-        Ai = inverse(-A_ab)
+        gi = scatter(Gi, table, B, T, torch.float32)
+        ge = scatter(Gi - gc, table, B, T, torch.float32)
+        outs = fused(q, k, v, a, b, gi, ge, scale, chunk_size, cu_seqlens, gate_log2=False, recipe=recipe,
+                     wu_precision=wu_precision, out_dtype=torch.float32, store_a=False)
+        _, A_qk, _, A_qb, qg, kd, _, bd, w, u, _ = (None if x is None else heads_first(gather(x, table))
+                                                      for x in outs)
+        vc = heads_first(gather(v, table))
     else:
-        Ai = invert(-A_ab, recipe, check_finite=False)
-    # W and U never leave this function: they stay fp32, so the default operands are fp32-level.
-    wu_precision = check_precision(wu_precision or FULL_WU_PRECISION)
-    w = matmul(Ai, ac * torch.exp(Ge), wu_precision)
-    u = matmul(matmul(Ai, A_ak, wu_precision), vc, wu_precision)
-
-    G_last = Gi[..., -1:, :]                                   # [NT, H, 1, K]
-    kd = kc * torch.exp(G_last - Gi)
-    bd = bc * torch.exp(G_last - Gi)
-    qg = qc * torch.exp(Gi)
-    o, S = _recurrence(w, u, vc, qg, A_qk, A_qb, kd, bd, torch.exp(G_last).mT, table, initial_state, scale)
+        qc, kc, vc, ac, bc = (heads_first(gather(x, table)) for x in (q, k, v, a, b))
+        Gi_h = heads_first(Gi)
+        _, A_qk, _, A_qb, qg, kd, _, bd, w, u, _ = _intra_chunks(
+            qc, kc, vc, ac, bc, Gi_h, Gi_h - heads_first(gc), scale, False, _inverse_fn(recipe, inverse), wu_precision)
+    state_decay = torch.exp(heads_first(Gi)[..., -1:, :]).mT      # [NT, H, K, 1]
+    o, S = _recurrence(w, u, vc, qg, A_qk, A_qb, kd, bd, state_decay, table, initial_state, 1.0)
     out = scatter(o.movedim(1, 2), table, B, T, v.dtype)
     return out, (S if output_final_state else None)
 
@@ -261,6 +368,7 @@ __all__ = [
     "RWKV7_LOWER_BOUND",
     "check_dplr_inputs",
     "chunk_dplr_delta_rule",
+    "chunk_dplr_fwd_intra",
     "chunk_rwkv7",
     "recurrent_dplr_delta_rule",
 ]

@@ -40,9 +40,11 @@ CHUNK_SIZE = 64
 @dataclass(frozen=True)
 class Inversion:
     """How the prefill inverts: a registry :class:`~deltainv.kernels.registry.Recipe`, or fla's fp16
-    recipe (``recipe=None``, a study arm)."""
+    recipe (``recipe=None``, a study arm), and who runs the intra-chunk step (``backend``, as
+    :func:`deltainv.kernels.backend.choose`: ``auto`` is the fused Triton DPLR kernel on CUDA)."""
 
     recipe: Recipe | None = field(default_factory=resolve)
+    backend: str = "auto"
 
     @property
     def fla_fp16(self) -> bool:
@@ -55,10 +57,12 @@ class Inversion:
         from deltainv.plugin.settings import Settings
 
         s = Settings.from_env()
-        return cls(resolve(s.method, s.precision, **s.method_options)) if s.active else cls()
+        recipe = resolve(s.method, s.precision, **s.method_options) if s.active else resolve()
+        return cls(recipe, s.backend)  # DELTAINV_BACKEND=torch keeps the PyTorch intra on CUDA too
 
     def kwargs(self) -> dict:
-        return {"inverse": fla_fp16_inverse} if self.recipe is None else {"method": self.recipe}
+        return {"inverse": fla_fp16_inverse} if self.recipe is None else {"method": self.recipe,
+                                                                           "backend": self.backend}
 
     def describe(self) -> str:
         return "fla 0.6.0 fp16 product16 + fp16 merges (emulated)" if self.recipe is None else self.recipe.describe()

@@ -68,6 +68,18 @@ def test_ptxas_report_is_parsed():
     assert ptxas_stats("") == {"registers": -1, "spill_stores": -1, "spill_loads": -1}
 
 
+def test_fused_dplr_configs_and_model():
+    from deltainv.bench.compile_time import configs, is_default
+
+    todo = configs("dplr_intra", [64, 128], ["substitution", "blocked"])
+    assert {c.kernel for c in todo} == {"dplr_intra"} and {c.bt for c in todo} == {64}   # BT 128 is refused
+    subst = {c.precisions for c in todo if c.method == "substitution"}
+    assert subst == {f"tf32x3:tf32x3:tf32x3:{wu}:{a}" for wu in ("bf16", "tf32x3") for a in ("tf32x3", "tf32")}
+    assert [c.precisions for c in todo if is_default(c)] == ["tf32x3:tf32x3:tf32x3:bf16:tf32x3"] * 2
+    predicted, floor = model_us(todo[0], 10_000)
+    assert predicted > 0 and floor > 0
+
+
 def test_kda_intra_configs_and_a_partial_update(tmp_path, monkeypatch):
     """The fused KDA configs (chunk sizes up to 64, A products in tf32 and tf32x3), and ``--update``
     with ``--precisions`` keeping every other kernel's rows (the compile itself is stubbed: minutes per config)."""
