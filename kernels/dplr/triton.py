@@ -40,7 +40,7 @@ from ..chunking import default_wu_precision
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, prep, put, tri, zeros
+from ..triton_tiles import dot, exp_base, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -63,12 +63,6 @@ def factor_limit(gate_log2: bool) -> float:
 MAX_CHUNK = 64
 
 
-@triton.jit
-def _ex(x, LOG2: tl.constexpr):
-    if LOG2:
-        return tl.exp2(x)
-    else:
-        return tl.exp(x)
 
 
 @triton.jit
@@ -95,7 +89,7 @@ def _side(x, G, R, keep, LEFT: tl.constexpr, LOG2: tl.constexpr):
     else:
         d = R - G
     d = tl.where(keep, d, 0.0)
-    return tl.where(keep, x * _ex(d, LOG2), 0.0)
+    return tl.where(keep, x * exp_base(d, LOG2), 0.0)
 
 
 @triton.jit
@@ -121,7 +115,7 @@ def _right(k, b, gi, base, n_rows, rows, R, c, H: tl.constexpr, K: tl.constexpr,
     """Right operands ``(k, b) exp(R - Gi)``, transposed ``[NC, BK, S]`` and split, for rows ``rows``."""
     keep = (rows < n_rows[:, None])[:, None, :]
     g = _load_t(gi, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
-    e = tl.where(keep, _ex(tl.where(keep, tl.permute(R, (0, 2, 1)) - g, 0.0), LOG2), 0.0)
+    e = tl.where(keep, exp_base(tl.where(keep, tl.permute(R, (0, 2, 1)) - g, 0.0), LOG2), 0.0)
     kt = prep(_load_t(k, base, rows, n_rows, c, H * K, BK, K) * e, A_PREC)
     bt = prep(_load_t(b, base, rows, n_rows, c, H * K, BK, K) * e, A_PREC)
     return kt, bt
@@ -213,8 +207,8 @@ def _diag(q, k, a, b, gi, ge, base, n_rows, I: tl.constexpr, NC: tl.constexpr, S
                 gj = _load(gi, base, _clamp(rj, n_rows), n_rows, c, H * K, BK, K)
                 inc = keep & (o >= j)[None, :, None]
                 stc = keep & (o > j)[None, :, None]
-                di = _ex(tl.where(inc, Gi - gj, 0.0), LOG2)
-                de = _ex(tl.where(stc, Ge - gj, 0.0), LOG2)
+                di = exp_base(tl.where(inc, Gi - gj, 0.0), LOG2)
+                de = exp_base(tl.where(stc, Ge - gj, 0.0), LOG2)
                 col = (o == j)[None, None, :]
                 qk += tl.where(col, tl.sum(tl.where(inc, ql * kj * di, 0.0), 2)[:, :, None], 0.0)
                 qb += tl.where(col, tl.sum(tl.where(inc, ql * bj * di, 0.0), 2)[:, :, None], 0.0)
@@ -313,9 +307,9 @@ def dplr_intra_kernel(q, k, v, a, b, gi, ge, A_ab, A_qk, A_ak, A_qb, qg, kg, ag,
             valid = (rows < n_rows[:, None])[:, :, None]
             g_i = _load(gi, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
             g_e = _load(ge, base, _clamp(rows, n_rows), n_rows, c, H * K, BK, K)
-            x_ag = _load(a, base, rows, n_rows, c, H * K, BK, K) * _ex(tl.where(valid, g_e, 0.0), GATE_LOG2)
-            x_qg = _load(q, base, rows, n_rows, c, H * K, BK, K) * (scale * _ex(tl.where(valid, g_i, 0.0), GATE_LOG2))
-            decay = _ex(tl.where(valid, g_last - g_i, 0.0), GATE_LOG2)
+            x_ag = _load(a, base, rows, n_rows, c, H * K, BK, K) * exp_base(tl.where(valid, g_e, 0.0), GATE_LOG2)
+            x_qg = _load(q, base, rows, n_rows, c, H * K, BK, K) * (scale * exp_base(tl.where(valid, g_i, 0.0), GATE_LOG2))
+            decay = exp_base(tl.where(valid, g_last - g_i, 0.0), GATE_LOG2)
             x_kg = _load(k, base, rows, n_rows, c, H * K, BK, K) * decay
             x_bg = _load(b, base, rows, n_rows, c, H * K, BK, K) * decay
             offs = base[:, None, None] + rows[:, :, None].to(tl.int64) * (H * K) + cc[None, None, :]

@@ -19,20 +19,13 @@ import triton.language as tl
 
 from ..index import varlen_chunk_indices
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, prep, put, tri, zeros
+from ..triton_tiles import dot, prep, put, row_offsets, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
 from ..chunking import check_inputs, default_wu_precision
 
 
-@triton.jit
-def _rows(base, row_stride, I: tl.constexpr, S: tl.constexpr, col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
-    """Offsets ``[NC, S, WIDTH]`` and the column mask of rows ``I*S ..`` and columns ``col0 ..`` of each chunk."""
-    o = tl.arange(0, S)
-    c = col0 + tl.arange(0, WIDTH)
-    offs = base[:, None, None] + (I * S + o)[None, :, None] * row_stride + c[None, None, :]
-    return offs, (c < NCOLS)[None, None, :]
 
 
 @triton.jit
@@ -73,14 +66,14 @@ def _apply(X, src, src_base, src_stride, dst, dst_base, dst_stride, scale, n_row
     for c in tl.static_range(0, D, BD):
         s = ()
         for j in tl.static_range(NB):
-            offs, cm = _rows(src_base, src_stride, j, S, c, BD, D)
+            offs, cm = row_offsets(src_base, src_stride, j, S, c, BD, D)
             x = tl.load(src + offs, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
             s = s + (prep(x * scale[j][:, :, None], WU_PREC),)
         for i in tl.static_range(NB):
             acc = tl.zeros((NC, S, BD), dtype=tl.float32)
             for j in tl.static_range(i + 1):
                 acc = dot(X[tri(i, j)], s[j], acc, WU_PREC)
-            offs, cm = _rows(dst_base, dst_stride, i, S, c, BD, D)
+            offs, cm = row_offsets(dst_base, dst_stride, i, S, c, BD, D)
             tl.store(dst + offs, acc.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"),
                      mask=row_mask(n_rows, i, S) & cm)
 
@@ -96,7 +89,7 @@ def _kkt(k, k_base, n_rows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, 
     for c in tl.static_range(0, K, BK):
         rows = ()
         for i in tl.static_range(NB):
-            offs, cm = _rows(k_base, H * K, i, S, c, BK, K)
+            offs, cm = row_offsets(k_base, H * K, i, S, c, BK, K)
             rows = rows + (tl.load(k + offs, mask=row_mask(n_rows, i, S) & cm, other=0.0),)
         for i in tl.static_range(NB):
             for j in tl.static_range(i + 1):
@@ -150,7 +143,7 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
             a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
             for i in tl.static_range(NB):
                 for j in tl.static_range(NB):
-                    offs, cm = _rows(a_base, HV * BT, i, S, j * S, S, BT)
+                    offs, cm = row_offsets(a_base, HV * BT, i, S, j * S, S, BT)
                     if j <= i:
                         x = X[tri(i, j)]
                     else:

@@ -48,7 +48,7 @@ from ..chunking import default_wu_precision
 from ..index import varlen_chunk_indices
 from ..precision import check_precision
 from ..registry import Recipe, resolve
-from ..triton_tiles import band, dot, log2, pow2, prep, put, tri, zeros
+from ..triton_tiles import band, dot, exp_base, log2, pow2, prep, put, row_offsets, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -76,13 +76,6 @@ def default_a_precision(dtype: torch.dtype, a_precision: str | None = None) -> s
     return a
 
 
-@triton.jit
-def _rows(base, row_stride, I: tl.constexpr, S: tl.constexpr, col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
-    """Offsets ``[NC, S, WIDTH]`` and the column mask of rows ``I*S ..`` and columns ``col0 ..`` of each chunk."""
-    o = tl.arange(0, S)
-    c = col0 + tl.arange(0, WIDTH)
-    offs = base[:, None, None] + (I * S + o)[None, :, None] * row_stride + c[None, None, :]
-    return offs, (c < NCOLS)[None, None, :]
 
 
 @triton.jit
@@ -95,12 +88,6 @@ def _gate(g, g_base, g_stride, rows, n_rows, col0, WIDTH: tl.constexpr, NCOLS: t
     return tl.load(g + offs, mask=(n_rows > 0)[:, None, None] & (c < NCOLS)[None, None, :], other=0.0)
 
 
-@triton.jit
-def _exp(x, GATE_LOG2: tl.constexpr):
-    if GATE_LOG2:
-        return tl.exp2(x)
-    else:
-        return tl.exp(x)
 
 
 @triton.jit
@@ -125,21 +112,21 @@ def _row_tiles(q, k, qk_base, qk_stride, g, g_base, g_stride, n_rows, I: tl.cons
         P = P + (zeros(NC, S),)
         Q = Q + (zeros(NC, S),)
     for c in tl.static_range(0, K, BK):
-        offs, cm = _rows(qk_base, qk_stride, I, S, c, BK, K)
+        offs, cm = row_offsets(qk_base, qk_stride, I, S, c, BK, K)
         m = row_mask(n_rows, I, S) & cm
         qi = tl.load(q + offs, mask=m, other=0.0).to(tl.float32)
         ki = tl.load(k + offs, mask=m, other=0.0).to(tl.float32)
         gi = _gate(g, g_base, g_stride, (I * S + o)[None, :], n_rows, c, BK, K)
         if I > 0:  # off-diagonal tiles: reference = the first row of row tile I
             gr = _gate(g, g_base, g_stride, tl.full((1, 1), I * S, tl.int32), n_rows, c, BK, K)
-            e = _exp(gi - gr, GATE_LOG2)
+            e = exp_base(gi - gr, GATE_LOG2)
             ql = prep(qi * e, A_PREC)
             kl = prep(ki * e, A_PREC)
             for j in tl.static_range(I):
-                offs_j, cm_j = _rows(qk_base, qk_stride, j, S, c, BK, K)
+                offs_j, cm_j = row_offsets(qk_base, qk_stride, j, S, c, BK, K)
                 kj = tl.load(k + offs_j, mask=row_mask(n_rows, j, S) & cm_j, other=0.0).to(tl.float32)
                 gj = _gate(g, g_base, g_stride, (j * S + o)[None, :], n_rows, c, BK, K)
-                r = prep(_t(kj * _exp(gr - gj, GATE_LOG2)), A_PREC)
+                r = prep(_t(kj * exp_base(gr - gj, GATE_LOG2)), A_PREC)
                 P = put(P, j, dot(ql, r, P[j], A_PREC))
                 Q = put(Q, j, dot(kl, r, Q[j], A_PREC))
         # diagonal tile: level s joins row s-block 2p+1 with column s-block 2p at the row block's first row
@@ -150,7 +137,7 @@ def _row_tiles(q, k, qk_base, qk_stride, g, g_base, g_stride, n_rows, I: tl.cons
             ref = (o // (2 * pow2(n))) * (2 * pow2(n)) + pow2(n)
             gr = _gate(g, g_base, g_stride, (I * S + ref)[None, :], n_rows, c, BK, K)
             lower = ((o // pow2(n)) % 2 == 1)[None, :, None]  # row side: G_i <= G_r; column side: G_r <= G_j
-            e = _exp(tl.where(lower, gi - gr, gr - gi), GATE_LOG2)
+            e = exp_base(tl.where(lower, gi - gr, gr - gi), GATE_LOG2)
             ke = ki * e
             r = prep(_t(ke), A_PREC)
             dp += band(dot(prep(qi * e, A_PREC), r, zeros(NC, S), A_PREC), S, pow2(n))
@@ -166,7 +153,7 @@ def _store_tiles(X, dst, base, row_stride, n_rows, NC: tl.constexpr, S: tl.const
     """Every ``[S, S]`` tile of the chunks' real rows, ``X`` on and below the diagonal, zeros above."""
     for i in tl.static_range(NB):
         for j in tl.static_range(NB):
-            offs, cm = _rows(base, row_stride, i, S, j * S, S, BT)
+            offs, cm = row_offsets(base, row_stride, i, S, j * S, S, BT)
             if j <= i:
                 x = X[tri(i, j)]
             else:
@@ -199,7 +186,7 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
     for i in tl.static_range(NB):
         P, Q = _row_tiles(q, k, qk_base, H * K, g, g_base, HV * K, n_rows, i, NC, S, K, BKA, GATE_LOG2, A_PREC)
         for j in tl.static_range(NB):  # Aqk's row tile i, zeros above the diagonal: written once, now
-            offs, cm = _rows(a_base, HV * BT, i, S, j * S, S, BT)
+            offs, cm = row_offsets(a_base, HV * BT, i, S, j * S, S, BT)
             if j <= i:
                 x = P[j] * scale
             else:
@@ -225,23 +212,23 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
             glast = _gate(g, g_base, HV * K, tl.full((1, 1), BT, tl.int32), n_rows, c, BK, K)
             s = ()
             for j in tl.static_range(NB):
-                offs, cm = _rows(qk_base, H * K, j, S, c, BK, K)
+                offs, cm = row_offsets(qk_base, H * K, j, S, c, BK, K)
                 m = row_mask(n_rows, j, S) & cm
                 kj = tl.load(k + offs, mask=m, other=0.0).to(tl.float32)
                 gj = _gate(g, g_base, HV * K, (j * S + o)[None, :], n_rows, c, BK, K)
-                s = s + (prep(kj * b[j][:, :, None] * _exp(gj, GATE_LOG2), WU_PREC),)
-                wo, _ = _rows(wk_base, HV * K, j, S, c, BK, K)
-                tl.store(kg + wo, (kj * _exp(glast - gj, GATE_LOG2)).to(kg.dtype.element_ty, fp_downcast_rounding="rtne"),
+                s = s + (prep(kj * b[j][:, :, None] * exp_base(gj, GATE_LOG2), WU_PREC),)
+                wo, _ = row_offsets(wk_base, HV * K, j, S, c, BK, K)
+                tl.store(kg + wo, (kj * exp_base(glast - gj, GATE_LOG2)).to(kg.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=m)
                 if STORE_QG:
                     qj = tl.load(q + offs, mask=m, other=0.0).to(tl.float32)
-                    tl.store(qg + wo, (qj * _exp(gj, GATE_LOG2)).to(qg.dtype.element_ty, fp_downcast_rounding="rtne"),
+                    tl.store(qg + wo, (qj * exp_base(gj, GATE_LOG2)).to(qg.dtype.element_ty, fp_downcast_rounding="rtne"),
                              mask=m)
             for i in tl.static_range(NB):
                 acc = tl.zeros((NC, S, BK), dtype=tl.float32)
                 for j in tl.static_range(i + 1):
                     acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
-                offs, cm = _rows(wk_base, HV * K, i, S, c, BK, K)
+                offs, cm = row_offsets(wk_base, HV * K, i, S, c, BK, K)
                 tl.store(w + offs, acc.to(w.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=row_mask(n_rows, i, S) & cm)
         # U = T (beta v)
@@ -249,14 +236,14 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
         for c in tl.static_range(0, V, BV):
             s = ()
             for j in tl.static_range(NB):
-                offs, cm = _rows(v_base, HV * V, j, S, c, BV, V)
+                offs, cm = row_offsets(v_base, HV * V, j, S, c, BV, V)
                 x = tl.load(v + offs, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
                 s = s + (prep(x * b[j][:, :, None], WU_PREC),)
             for i in tl.static_range(NB):
                 acc = tl.zeros((NC, S, BV), dtype=tl.float32)
                 for j in tl.static_range(i + 1):
                     acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
-                offs, cm = _rows(v_base, HV * V, i, S, c, BV, V)
+                offs, cm = row_offsets(v_base, HV * V, i, S, c, BV, V)
                 tl.store(u + offs, acc.to(u.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=row_mask(n_rows, i, S) & cm)
 
