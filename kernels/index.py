@@ -65,6 +65,19 @@ def varlen_chunk_indices(cu_seqlens: torch.Tensor, chunk_indices: torch.Tensor |
     return chunk_indices
 
 
+def launch_chunks(cu_seqlens: torch.Tensor | None, chunk_indices: torch.Tensor | None, T: int, B: int,
+                  chunk_size: int) -> tuple[torch.Tensor | None, int]:
+    """``(chunk_indices, n_chunks)`` of a chunked kernel launch: the varlen chunk table
+    (:func:`varlen_chunk_indices`) and its length, or ``(None, B * ceil(T / chunk_size))`` for
+    fixed-length batches, where ``chunk_indices`` without ``cu_seqlens`` is an error."""
+    if cu_seqlens is not None:
+        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, chunk_size)
+        return chunk_indices, chunk_indices.shape[0]
+    if chunk_indices is not None:
+        raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
+    return None, B * -(-T // chunk_size)
+
+
 def prepare_chunk_offsets(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[N + 1]``: index of the first chunk of each sequence in the flattened chunk list."""
     lens = cu_seqlens[1:] - cu_seqlens[:-1]

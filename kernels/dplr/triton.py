@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from ..chunking import default_wu_precision
-from ..index import varlen_chunk_indices
+from ..index import launch_chunks
 from ..precision import check_precision
 from ..registry import Recipe, resolve
 from ..triton_tiles import dot, exp_base, prep, put, tri, zeros
@@ -414,13 +414,7 @@ def chunk_dplr_fwd_intra(
     scale = K**-0.5 if scale is None else float(scale)
     q, k, v, a, b = (x.contiguous() for x in (q, k, v, a, b))
     gi, ge = gi.float().contiguous(), ge.float().contiguous()
-    if cu_seqlens is not None:
-        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        n_chunks = chunk_indices.shape[0]
-    else:
-        if chunk_indices is not None:
-            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
-        n_chunks = B * triton.cdiv(T, BT)
+    chunk_indices, n_chunks = launch_chunks(cu_seqlens, chunk_indices, T, B, BT)
     dev = k.device
     mat, vec = (B, T, H, BT), (B, T, H, K)
     specs = ((mat, torch.float32), (mat, out_dtype), (mat, torch.float32), (mat, out_dtype), (vec, out_dtype),

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..index import varlen_chunk_indices
+from ..index import launch_chunks
 from ..registry import Recipe, resolve
 from ..triton_tiles import dot, prep, put, row_offsets, tri, zeros
 from ..tril.invert import check_chunk_size
@@ -225,11 +225,7 @@ def chunk_gated_delta_rule_fwd_intra(
     wu = resolve("substitution", default_wu_precision(k.dtype, wu_precision)).precision
     k, v, beta = k.contiguous(), v.contiguous(), beta.contiguous()
     g = g.contiguous() if g is not None else None
-    if cu_seqlens is not None:
-        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        n_chunks = chunk_indices.shape[0]
-    else:
-        n_chunks = B * triton.cdiv(T, BT)
+    chunk_indices, n_chunks = launch_chunks(cu_seqlens, chunk_indices, T, B, BT)
     shapes = ((B, T, HV, K), (B, T, HV, V), (B, T, HV, BT))
     if out is None:
         w = torch.empty(shapes[0], dtype=k.dtype, device=k.device)

@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 
 from ..chunking import default_wu_precision
-from ..index import varlen_chunk_indices
+from ..index import launch_chunks
 from ..precision import check_precision
 from ..registry import Recipe, resolve
 from ..triton_tiles import band, dot, exp_base, log2, pow2, prep, put, row_offsets, tri, zeros
@@ -309,13 +309,7 @@ def chunk_kda_fwd_intra(
     if v is not None:
         v = v.contiguous()
         V = v.shape[-1]
-    if cu_seqlens is not None:
-        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        n_chunks = chunk_indices.shape[0]
-    else:
-        if chunk_indices is not None:
-            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
-        n_chunks = B * triton.cdiv(T, BT)
+    chunk_indices, n_chunks = launch_chunks(cu_seqlens, chunk_indices, T, B, BT)
     shapes = {"w": ((B, T, HV, K), k.dtype), "u": ((B, T, HV, V), v.dtype if v is not None else None),
               "qg": ((B, T, HV, K), k.dtype), "kg": ((B, T, HV, K), k.dtype),
               "Aqk": ((B, T, HV, BT), k.dtype), "Akk": ((B, T, HV, BT), k.dtype)}

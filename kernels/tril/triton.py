@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..index import varlen_chunk_indices
+from ..index import launch_chunks
 from ..registry import Recipe, resolve
 from ..triton_tiles import interpreting, tri, zeros
 from .layout import check_engine_layout
@@ -202,13 +202,7 @@ def solve_tril(
         out = torch.empty(B, T, H, BT, dtype=A.dtype if output_dtype is None else output_dtype, device=A.device)
     elif out.shape != A.shape or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous tensor of shape {list(A.shape)}")
-    if cu_seqlens is not None:
-        chunk_indices = varlen_chunk_indices(cu_seqlens, chunk_indices, T, B, BT)
-        n_chunks = chunk_indices.shape[0]
-    else:
-        if chunk_indices is not None:
-            raise ValueError("chunk_indices is only meaningful together with cu_seqlens")
-        n_chunks = B * triton.cdiv(T, BT)
+    chunk_indices, n_chunks = launch_chunks(cu_seqlens, chunk_indices, T, B, BT)
     n_items = n_chunks * H
     if n_items:
         solve_tril_kernel[lambda meta: (triton.cdiv(n_items, meta["NC"]),)](
