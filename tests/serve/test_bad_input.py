@@ -142,6 +142,17 @@ def test_tiny_temperature_is_handled_as_vllm_does(server, tiny_model):
     assert r.status_code == 200, r.text  # raised to 1e-2: finite logits, a valid sample
 
 
+def test_ignore_eos_generates_past_end_of_sequence(server, tiny_model):
+    """vLLM's ``ignore_eos``: greedy "a" reaches end-of-sequence on the tiny model; with the flag the same
+    tokens come out and generation goes on to ``max_tokens``."""
+    payload = {"model": tiny_model.name, "prompt": "a", "max_tokens": 400, "temperature": 0}
+    plain = httpx.post(server.base + "/v1/completions", json=payload, timeout=120).json()
+    assert plain["choices"][0]["finish_reason"] == "stop" and plain["usage"]["completion_tokens"] < 400, plain["usage"]
+    longer = httpx.post(server.base + "/v1/completions", json={**payload, "ignore_eos": True}, timeout=120).json()
+    assert longer["choices"][0]["finish_reason"] == "length" and longer["usage"]["completion_tokens"] == 400
+    assert longer["choices"][0]["text"].startswith(plain["choices"][0]["text"])
+
+
 def test_server_still_healthy_after_bad_input(server):
     assert httpx.get(server.base + "/health").status_code == 200
     metrics = httpx.get(server.base + "/metrics").text
