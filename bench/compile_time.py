@@ -7,9 +7,9 @@ count its SASS. No GPU is needed (Triton's wheel ships ptxas and cuobjdump).
 Per config (kernel, method, BT, NC chunks per program, warps, precisions) it records the cold compile
 time, ptxas's registers and spill bytes, and from the SASS the MMA and total warp-instructions per
 chunk (per chunk and value head for the fused GDN kernel). Straight-line code is counted statically;
-an instruction inside a loop counts once per trip (the fused kernel's only loop runs over the value
-heads of a key head). ``predicted_us`` is the issue-bound model of
-``../shared/notes/kernel-design.md`` (132 SMs x 4 warp-instructions per cycle at 1.75 GHz, which
+an instruction inside a loop counts once per trip (the fused GDN kernel loops over the value heads
+of a key head, and inside that over the K slices of ``K K^T``). ``predicted_us`` is the issue-bound
+model of ``../shared/notes/kernel-design.md`` (132 SMs x 4 warp-instructions per cycle at 1.75 GHz, which
 predicted the H100 time of the one-chunk-per-program ``mxr`` within 5%) at B32 H4 T4096, next to
 ``floor_us``, the memory floor at 2.95 TB/s (H100 copy bandwidth). Writes ``compile_time.{json,md}``
 under ``bench/results/<host>/``; rows of the default recipe carry ``default: true``. It asserts nothing.
@@ -149,25 +149,38 @@ def ptxas_stats(log: str) -> dict[str, int]:
 _SASS_LINE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)[^;]*;")
 
 
-def sass_counts(sass: str, trips: int = 1) -> dict[str, int]:
+def sass_counts(sass: str, trips: int | tuple[int, ...] = 1) -> dict[str, int]:
     """Warp-instructions of one warp from ``cuobjdump -sass`` text: ``total`` and ``mma`` (HMMA/HGMMA).
 
-    Instructions between a backward branch and its target count ``trips`` times (the only loops in
-    these kernels are runtime loops with ``trips`` iterations); everything else once.
+    The loops in these kernels are runtime loops; a backward branch closes each. ``trips`` gives their
+    iteration counts by depth, outermost first (``(2, 8)``: 2 trips of the outer loop, 8 of a loop
+    inside it per outer trip), or one count for loops at any depth. An instruction counts the product
+    of the trips of the loops around it; everything else once. ptxas may unroll a short inner loop
+    entirely; it then counts as straight-line code of its outer loop, which is what runs. A loop
+    deeper than ``trips`` reaches is an error: its count would be a guess.
     """
     instrs = []
     for line in sass.splitlines():
         m = _SASS_LINE.match(line)
         if m:
             instrs.append((int(m.group(1), 16), m.group(2), line))
-    weight = [1] * len(instrs)
-    for n, (addr, op, line) in enumerate(instrs):
+    loops = []
+    for addr, op, line in instrs:
         t = re.search(r"\bBRA\b.*?`?\(?\.L_x_\d+\)?|BRA\s+0x([0-9a-f]+)", line)
         if op == "BRA" and t and t.group(1) and int(t.group(1), 16) < addr:
-            target = int(t.group(1), 16)
-            for k, (a, _, _) in enumerate(instrs):
-                if target <= a <= addr:
-                    weight[k] = trips
+            loops.append((int(t.group(1), 16), addr))
+    weight = [1] * len(instrs)
+    for target, end in loops:
+        depth = sum(1 for t, e in loops if t <= target and end <= e)  # itself and the loops around it
+        if isinstance(trips, int):
+            n = trips
+        elif depth <= len(trips):
+            n = trips[depth - 1]
+        else:
+            raise ValueError(f"a loop at depth {depth} in the SASS, trips gives {len(trips)} depths")
+        for k, (a, _, _) in enumerate(instrs):
+            if target <= a <= end:
+                weight[k] *= n
     total = sum(w for (_, op, _), w in zip(instrs, weight) if op not in ("NOP",))
     mma = sum(w for (_, op, _), w in zip(instrs, weight) if op in ("HMMA", "HGMMA", "IMMA"))
     return {"total": total, "mma": mma}
@@ -198,6 +211,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
     from triton.compiler import ASTSource
 
     merge, base, refine, *wu = c.precisions.split(":")
+    value_heads = 1  # the loop the fused GDN kernel runs per key head; counts are per value head
     if c.kernel == "solve_tril":
         from deltainv.kernels.tril.triton import solve_tril_kernel, tile_edge
 
@@ -208,7 +222,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "METHOD": c.method, "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "NC": c.nc}
         trips = 1
     elif c.kernel == "gdn_intra":
-        from deltainv.kernels.gdn.triton import KK_PER_HEAD, _block, gdn_intra_kernel
+        from deltainv.kernels.gdn.triton import KK_PER_HEAD, KK_SLICE, _block, gdn_intra_kernel
 
         fn = _jit(gdn_intra_kernel)
         s = GDN_SHAPE
@@ -219,7 +233,10 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "KKT_PREC": "native", "METHOD": c.method, "PREC": merge, "BASE_PREC": base,
                   "REFINE_PREC": refine, "WU_PREC": wu[0], "KK_PER_HEAD": KK_PER_HEAD and s["HV"] > s["H"],
                   "NC": c.nc}
-        trips = s["HV"] // s["H"]
+        value_heads = s["HV"] // s["H"]
+        if not values["KK_PER_HEAD"]:
+            raise NotImplementedError("counting assumes K K^T recomputed per value head (its loop nested)")
+        trips = (value_heads, s["K"] // int(KK_SLICE))  # the value heads; the K K^T slices inside
     elif c.kernel == "kda_intra":
         from deltainv.kernels.kda.triton import _a_block
         from deltainv.kernels.kda.triton import _block as kda_block
@@ -266,7 +283,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
         sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True, check=True).stdout
     counts = sass_counts(sass, trips)
     stats = ptxas_stats(log.getvalue())
-    per = c.warps / c.nc / (trips if c.kernel == "gdn_intra" else 1)  # per chunk (and value head)
+    per = c.warps / c.nc / value_heads  # per chunk (and value head)
     return {"seconds": round(seconds, 2), "registers": stats["registers"],
             "spill_bytes": max(stats["spill_stores"], 0) + max(stats["spill_loads"], 0),
             "mma_per_chunk": round(counts["mma"] * per), "warp_instructions_per_chunk": round(counts["total"] * per)}

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from deltainv.bench.compile_time import Config, model_us, ptxas_stats, sass_counts
 
 
@@ -52,6 +54,24 @@ def test_sass_counting_weights_loops_by_their_trips():
     ])
     assert sass_counts(sass, trips=1) == {"total": 6, "mma": 1}
     assert sass_counts(sass, trips=4) == {"total": 15, "mma": 4}  # HMMA, FADD, BRA x4
+
+
+def test_sass_counting_multiplies_nested_loop_trips():
+    sass = "\n".join([
+        "        /*0000*/                   LDG.E R2, desc[UR4][R2.64] ;",
+        "        /*0010*/                   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;",  # inner loop
+        "        /*0020*/               @P1 BRA 0x10 ;",
+        "        /*0030*/                   FADD R5, R5, R6 ;",  # outer loop only
+        "        /*0040*/               @P0 BRA 0x10 ;",
+        "        /*0050*/                   EXIT ;",
+    ])
+    # outer loop 2 trips, inner 8 per outer trip: HMMA and its BRA 16x, FADD and the outer BRA 2x
+    assert sass_counts(sass, trips=(2, 8)) == {"total": 1 + 16 + 16 + 2 + 2 + 1, "mma": 16}
+    with pytest.raises(ValueError, match="depth 2"):
+        sass_counts(sass, trips=(2,))
+    # an inner loop ptxas unrolled is straight-line code of the outer loop
+    unrolled = "\n".join(line for line in sass.split("\n") if "BRA 0x10 ;" not in line or "@P0" in line)
+    assert sass_counts(unrolled, trips=(2, 8)) == {"total": 1 + 2 + 2 + 2 + 1, "mma": 2}
 
 
 def test_issue_bound_model_matches_the_h100_calibration():
