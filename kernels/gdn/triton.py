@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..index import launch_chunks
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, prep, put, row_offsets, tri, zeros
+from ..triton_tiles import dot, exp_base, prep, put, row_offsets, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -29,12 +29,44 @@ from ..chunking import check_inputs, default_wu_precision
 
 
 @triton.jit
-def _vec(ptr, row0, n_rows, stride, col, I: tl.constexpr, S: tl.constexpr):
+def _lane(row_stride: tl.constexpr, S: tl.constexpr, WIDTH: tl.constexpr):
+    """``[1, S, WIDTH]`` int32 offsets of a tile's elements from its chunk's first element.
+
+    Every tile of a chunk is addressed as its chunk pointer ``[NC, 1, 1]`` plus this one set plus a
+    compile-time constant (row block, column slice), so the constant folds into the load's immediate
+    offset: two 64-bit addresses per lane and tensor instead of one per tile row and column slice
+    (the 64-bit per-element offsets of :func:`~deltainv.kernels.triton_tiles.row_offsets` were hoisted
+    out of the value-head loop and spilled).
+    """
+    o = tl.arange(0, S)
+    return o[None, :, None] * row_stride + tl.arange(0, WIDTH)[None, None, :]
+
+
+@triton.jit
+def _cmask(col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
+    """``[1, 1, WIDTH]`` mask of the columns ``col0 ..`` that exist."""
+    c = col0 + tl.arange(0, WIDTH)
+    return (c < NCOLS)[None, None, :]
+
+
+@triton.jit
+def _vec(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S: tl.constexpr):
     """A per-token scalar (beta, gate) of rows ``I*S ..`` of each chunk: ``[NC, S]`` fp32, 0 past the end."""
     o = tl.arange(0, S)
     rows = I * S + o
-    return tl.load(ptr + (row0[:, None] + rows[None, :]) * stride + col[:, None],
+    p = (ptr + row0 * stride + col)[:, None]  # chunk pointer + lane offsets + immediate, as _lane
+    return tl.load(p + I * S * stride + (o * stride)[None, :],
                    mask=rows[None, :] < n_rows[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _col(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S: tl.constexpr):
+    """:func:`_vec` as ``[NC, S, 1]``: the row scale of the W and U products, re-read after the inverse
+    (keeping the gating's beta and gate vectors live through the inversion spilled)."""
+    o = tl.arange(0, S)
+    p = (ptr + row0 * stride + col)[:, None, None]
+    return tl.load(p + I * S * stride + (o * stride)[None, :, None], mask=row_mask(n_rows, I, S),
+                   other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -60,37 +92,51 @@ def _gated(kk, b_i, g_i, g_j, n_rows, I: tl.constexpr, J: tl.constexpr, S: tl.co
 
 
 @triton.jit
-def _apply(X, src, src_base, src_stride, dst, dst_base, dst_stride, scale, n_rows, NC: tl.constexpr,
-           S: tl.constexpr, NB: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, WU_PREC: tl.constexpr):
-    """``dst = X (scale * src)`` over ``D`` columns in ``BD``-wide slices; ``X`` tiles already prepared."""
+def _apply(X, src, src_base, src_stride: tl.constexpr, dst, dst_base, dst_stride: tl.constexpr, scale, n_rows,
+           NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+           WU_PREC: tl.constexpr):
+    """``dst = X (scale * src)`` over ``D`` columns in ``BD``-wide slices; ``X`` tiles already prepared,
+    ``scale`` a tuple of NB ``[NC, S, 1]`` row scales."""
+    sp = (src + src_base)[:, None, None]
+    dp = (dst + dst_base)[:, None, None]
+    sl = _lane(src_stride, S, BD)
+    dl = _lane(dst_stride, S, BD)
     for c in tl.static_range(0, D, BD):
         s = ()
         for j in tl.static_range(NB):
-            offs, cm = row_offsets(src_base, src_stride, j, S, c, BD, D)
-            x = tl.load(src + offs, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
-            s = s + (prep(x * scale[j][:, :, None], WU_PREC),)
+            x = tl.load(sp + (j * S * src_stride + c) + sl, mask=row_mask(n_rows, j, S) & _cmask(c, BD, D),
+                        other=0.0).to(tl.float32)
+            s = s + (prep(x * scale[j], WU_PREC),)
         for i in tl.static_range(NB):
             acc = tl.zeros((NC, S, BD), dtype=tl.float32)
             for j in tl.static_range(i + 1):
                 acc = dot(X[tri(i, j)], s[j], acc, WU_PREC)
-            offs, cm = row_offsets(dst_base, dst_stride, i, S, c, BD, D)
-            tl.store(dst + offs, acc.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"),
-                     mask=row_mask(n_rows, i, S) & cm)
+            tl.store(dp + (i * S * dst_stride + c) + dl,
+                     acc.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"),
+                     mask=row_mask(n_rows, i, S) & _cmask(c, BD, D))
 
 
 @triton.jit
 def _kkt(k, k_base, n_rows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, S: tl.constexpr,
          NB: tl.constexpr, NC: tl.constexpr, KKT_PREC: tl.constexpr):
-    """Lower tiles of ``K K^T`` (``tri`` order, ``[NC, S, S]`` fp32), accumulated over K in BK-wide slices."""
+    """Lower tiles of ``K K^T`` (``tri`` order, ``[NC, S, S]`` fp32), accumulated over K in BK-wide slices.
+
+    The slices are a runtime loop, not an unrolled one: unrolled, ptxas issued every slice's loads and
+    operand shuffles ahead of the products and held them beside the 10 accumulators (the peak of the
+    kernel's register pressure, and its spill).
+    """
     kk = ()
     for i in tl.static_range(NB):
         for j in tl.static_range(i + 1):
             kk = kk + (zeros(NC, S),)
-    for c in tl.static_range(0, K, BK):
+    kp = (k + k_base)[:, None, None]
+    lane = _lane(H * K, S, BK)
+    for c in range(0, K, BK):
         rows = ()
         for i in tl.static_range(NB):
-            offs, cm = row_offsets(k_base, H * K, i, S, c, BK, K)
-            rows = rows + (tl.load(k + offs, mask=row_mask(n_rows, i, S) & cm, other=0.0),)
+            x = tl.load(kp + (i * S * H * K + c) + lane, mask=row_mask(n_rows, i, S) & _cmask(c, BK, K),
+                        other=0.0)
+            rows = rows + (x,)
         for i in tl.static_range(NB):
             for j in tl.static_range(i + 1):
                 if KKT_PREC == "native":  # 16-bit keys: exact products, fp32 accumulation
@@ -121,10 +167,10 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
     row0, n_rows, kh = chunk_items(cu_seqlens, chunk_indices, T, n_items, H, BT, NC, IS_VARLEN)
     k_base = tl.multiple_of((row0 * H + kh) * K, 16)
     if not KK_PER_HEAD:  # computed once, live across the group's value heads
-        kk = _kkt(k, k_base, n_rows, H, K, BK, S, NB, NC, KKT_PREC)
+        kk = _kkt(k, k_base, n_rows, H, K, KK_SLICE, S, NB, NC, KKT_PREC)
     for gi in range(G):
         if KK_PER_HEAD:  # recomputed per value head (keys re-read from L2): fewer live registers
-            kk = _kkt(k, k_base, n_rows, H, K, BK, S, NB, NC, KKT_PREC)
+            kk = _kkt(k, k_base, n_rows, H, K, KK_SLICE, S, NB, NC, KKT_PREC)
         hv = kh * G + gi
         b = ()
         gv = ()
@@ -150,29 +196,38 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
                         x = zeros(NC, S)
                     tl.store(Ai + offs, x.to(Ai.dtype.element_ty, fp_downcast_rounding="rtne"),
                              mask=row_mask(n_rows, i, S))
+        # W and U. The barrier keeps ptxas from hoisting their loads (keys, values, the re-read beta and
+        # gate) into the inversion, whose registers are full; without it one warp spilled 48 bytes.
+        tl.debug_barrier()
         XP = ()
+        bs = ()
         bg = ()
         for i in tl.static_range(NB):
             for j in tl.static_range(i + 1):
                 XP = XP + (prep(X[tri(i, j)], WU_PREC),)
+            bi = _col(beta, row0, n_rows, HV, hv, i, S)
+            bs = bs + (bi,)
             if USE_G:
-                if GATE_LOG2:
-                    bg = bg + (b[i] * tl.exp2(gv[i]),)
-                else:
-                    bg = bg + (b[i] * tl.exp(gv[i]),)
+                bg = bg + (bi * exp_base(_col(g, row0, n_rows, HV, hv, i, S), GATE_LOG2),)
             else:
-                bg = bg + (b[i],)
+                bg = bg + (bi,)
         _apply(XP, k, k_base, H * K, w, tl.multiple_of((row0 * HV + hv) * K, 16), HV * K, bg, n_rows,
                NC, S, NB, K, BK, WU_PREC)
         _apply(XP, v, tl.multiple_of((row0 * HV + hv) * V, 16), HV * V, u, tl.multiple_of((row0 * HV + hv) * V, 16),
-               HV * V, b, n_rows, NC, S, NB, V, BV, WU_PREC)
+               HV * V, bs, n_rows, NC, S, NB, V, BV, WU_PREC)
 
 
 #: Recompute ``K K^T`` for each value head of a group instead of keeping it live across them: at BT=64,
 #: d 128, bf16 W/U (bench/compile_time) the 10 live K K^T tiles push 1,240 bytes per thread to local
 #: memory (2 chunks / 2 warps); recomputing them (keys re-read, L2-resident) costs 154 more
-#: warp-instructions per chunk and value head (10,140 against 9,986) and spills 440.
+#: warp-instructions per chunk and value head (10,140 against 9,986) and spills 440 (both measured before
+#: the lane-offset addressing and the runtime K K^T loop; with them it spills nothing).
 KK_PER_HEAD = True
+
+#: Width of the K slices ``K K^T`` is accumulated over: 16 needs half the operand registers of 32 per
+#: slice (BT=64, d 128, bf16 W/U: 0 spill bytes at 16, 16-40 at 32; bench/compile_time). A constexpr:
+#: the kernel reads it as a global.
+KK_SLICE = tl.constexpr(16)
 
 #: Largest chunk size of the fused kernel: at 128 its 36 register tiles per chunk compile too slowly
 #: and spill (bench/compile_time); no engine uses 128 for GDN.
