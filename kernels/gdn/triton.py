@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..index import launch_chunks
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, exp_base, prep, put, row_offsets, tri, zeros
+from ..triton_tiles import dot, exp_base, prep, put, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -186,16 +186,16 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
                 L = L + (_gated(kk[tri(i, j)], b[i], gv[i], gv[j], n_rows, i, j, S, USE_G, GATE_LOG2),)
         X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
         if STORE_A:
-            a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
+            ap = (Ai + tl.multiple_of((row0 * HV + hv) * BT, 16))[:, None, None]
+            al = _lane(HV * BT, S, S)
             for i in tl.static_range(NB):
                 for j in tl.static_range(NB):
-                    offs, cm = row_offsets(a_base, HV * BT, i, S, j * S, S, BT)
                     if j <= i:
                         x = X[tri(i, j)]
                     else:
                         x = zeros(NC, S)
-                    tl.store(Ai + offs, x.to(Ai.dtype.element_ty, fp_downcast_rounding="rtne"),
-                             mask=row_mask(n_rows, i, S))
+                    tl.store(ap + (i * S * HV * BT + j * S) + al,
+                             x.to(Ai.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
         # W and U. The barrier keeps ptxas from hoisting their loads (keys, values, the re-read beta and
         # gate) into the inversion, whose registers are full; without it one warp spilled 48 bytes.
         tl.debug_barrier()
