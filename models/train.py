@@ -45,6 +45,7 @@ from deltainv.eval.tasks import synthetic  # noqa: E402
 from deltainv.models import config as model_config  # noqa: E402
 from deltainv.models import recall_init  # noqa: E402
 from deltainv.models import tokenizer as model_tokenizer  # noqa: E402
+from deltainv.models.kimi_layout import to_moonshot_layout  # noqa: E402
 
 #: Share of steps spent on each task (mqar is the main recall task).
 TASK_WEIGHTS = {"recall_stream": 0.35, "mqar": 0.3, "kvlast": 0.15, "copy": 0.1, "arith": 0.1}
@@ -303,6 +304,8 @@ def main(argv=None) -> int:
     model.generation_config.pad_token_id = eos_id
     model.save_pretrained(str(args.out), safe_serialization=True)
     model_tokenizer.save_pretrained(tok, args.out, model_max_length=cfg.max_position_embeddings)
+    if args.arch == "kimi_linear":  # the layout vLLM reads too (transformers reads both)
+        to_moonshot_layout(args.out)
     record = {
         "command": "python -m deltainv.models.train " + " ".join(argv if argv is not None else sys.argv[1:]),
         "arch": args.arch,

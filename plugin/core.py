@@ -7,7 +7,10 @@ if it already is. Patching checks that the attribute exists and has the expected
 replaces it, and rebinds the ``from X import Y`` copies already made. Nothing is imported from an
 engine by deltainv itself.
 
-A target's ``attr`` may be dotted (``Class.method``): the method is replaced on the class. A target
+A target's ``attr`` may be dotted (``Class.method``): the method (or classmethod) is replaced on the
+class. A target with role ``"enable"`` replaces an engine function that stands between the engine
+and the path carrying deltainv's kernel on some platform (vLLM's CPU build and Kimi Linear), like a
+route: no guard, and the replacement calls the original wherever the engine's own code can run. A target
 with role ``"op"`` names an engine class the engine lets plugins replace officially (vLLM's
 ``CustomOp.register_oot``): its glue registers deltainv's class through the engine's API, core
 replaces nothing and calls ``Built.undo`` on :func:`uninstall`.
@@ -32,7 +35,7 @@ from . import hooks
 from .guard import count, guarded, reset_counters, snapshot_counters
 from .log import configure, info_once, logger, reset_once, warning_once
 from .settings import TARGET_GROUPS, Settings
-from .targets import TARGETS, Target, format_range, installed_version, module_exists, version_supported
+from .targets import TARGETS, Target, format_range, installed_version, lookup, module_exists, version_supported
 
 _MARK = "__deltainv_target__"
 
@@ -111,7 +114,7 @@ def guarded_call(key: str, original: Callable[..., Any], built: Built, settings:
 
 
 def _compose(key: str, role: str, original: Any, built: Built, settings: Settings) -> Callable[..., Any]:
-    if role == "route":
+    if role in ("route", "enable"):
         replacement = built.fast
     else:
         inner = guarded(key, built.fast, built.stable if settings.guard else None, built.pick, built.preserve,
@@ -142,7 +145,7 @@ def _log_first_call(key: str) -> None:
             return
         _state.first_call_logged = True
         kernels = sorted(k for k, r in _state.patched.items() if r["role"] in ("kernel", "op"))
-        routes = sorted(k for k, r in _state.patched.items() if r["role"] == "route")
+        routes = sorted(k for k, r in _state.patched.items() if r["role"] in ("route", "enable"))
     settings = _state.settings
     logger.info(
         f"running deltainv ({settings.describe()}, guard={'on' if settings.guard else 'off'}) from {key}; "
@@ -158,7 +161,10 @@ def _patch(target: Target, module: types.ModuleType) -> None:
         if settings is None or key in _state.patched:
             return
         owner, name = _owner(module, target.attr)
-        original = getattr(owner, name, None)
+        # A classmethod is replaced by a classmethod around the replacement of its function (whose
+        # parameters, ``cls`` first, are what ``target.params`` lists); uninstall restores the original.
+        original, is_classmethod = lookup(owner, name)
+        raw = inspect.getattr_static(owner, name) if is_classmethod else None
         if original is None:
             _state.skipped[key] = "attribute missing"
             _problem(key, f"{key} does not exist in this {target.dists[0]} build (engine changed)", settings)
@@ -178,9 +184,15 @@ def _patch(target: Target, module: types.ModuleType) -> None:
                 _state.undo.append(built.undo)
         else:
             replacement = _compose(key, target.role, original, built, settings)
-            setattr(owner, name, replacement)
-            rebound = hooks.rebind(original, replacement)
-            _state.originals[key] = (owner, original, replacement)
+            if is_classmethod:
+                installed = classmethod(replacement)
+                setattr(owner, name, installed)
+                rebound = []
+                _state.originals[key] = (owner, raw, installed)
+            else:
+                setattr(owner, name, replacement)
+                rebound = hooks.rebind(original, replacement)
+                _state.originals[key] = (owner, original, replacement)
         engine = _state.engines.get(target.group, {})
         _state.patched[key] = {
             "target": key,
@@ -272,9 +284,11 @@ def uninstall() -> None:
     with _lock:
         for key, (owner, original, replacement) in _state.originals.items():
             name = key.rsplit(".", 1)[1]
-            if getattr(owner, name, None) is replacement:
+            current = inspect.getattr_static(owner, name, None) if isinstance(owner, type) else getattr(owner, name, None)
+            if current is replacement:
                 setattr(owner, name, original)
-            hooks.rebind(replacement, original)
+            if not isinstance(replacement, classmethod):
+                hooks.rebind(replacement, original)
         for undo in _state.undo:
             undo()
         for target in list(_state.waiting.values()):

@@ -27,7 +27,7 @@ import urllib.request
 from typing import Any
 
 from .settings import TARGET_GROUPS, VARIABLE_BY_NAME, Settings, SettingsError, unknown_variables
-from .targets import TARGETS, format_range, installed_version, module_exists, version_supported
+from .targets import TARGETS, format_range, installed_version, lookup, module_exists, version_supported
 
 _ENTRY_POINT_GROUPS = ("vllm.general_plugins", "sglang.srt.plugins")
 
@@ -68,9 +68,11 @@ def _signature(target) -> str:
         module = importlib.import_module(target.module)
     except Exception as exc:  # an engine module that cannot be imported here
         return f"import failed: {type(exc).__name__}: {exc}"
-    fn: Any = module
-    for part in target.attr.split("."):  # "Class.method" targets
-        fn = getattr(fn, part, None)
+    owner: Any = module
+    *path, name = target.attr.split(".")  # "Class.method" targets
+    for part in path:
+        owner = getattr(owner, part, None)
+    fn = lookup(owner, name)[0] if owner is not None else None
     if fn is None:
         return "missing"
     original = getattr(fn, "__deltainv_target__", None) and inspect.unwrap(fn) or fn

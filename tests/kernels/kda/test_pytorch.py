@@ -94,3 +94,22 @@ def test_bad_input_gets_a_clear_error_naming_it():
         chunk_kda(q, k, v3, -torch.rand(1, 20, 3, 8), beta3, method="substitution")
     with _pytest.raises(ValueError, match=r"g must be \[B, T, HV, K\]"):
         chunk_kda(q, k, v, -torch.rand(1, 20, 2, 4), beta, method="substitution")
+
+
+def test_decode_steps_follow_the_recurrence(seed):
+    """recurrent_kda_step, one token at a time for 3 sequences with states, against the float64 recurrence."""
+    from deltainv.kernels.kda import recurrent_kda_step
+
+    q, k, v, g, beta = _inputs(seed, B=3, T=12, gate=3.0)
+    h0 = torch.randn(3, 4, 32, 16, generator=torch.Generator().manual_seed(seed + 1))
+    ro, rS = naive_recurrent_kda(q, k, v, g, beta, initial_state=h0)
+    S, outs = h0.clone(), []
+    for t in range(12):
+        o, S_new = recurrent_kda_step(q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t], S)
+        assert S_new is not S
+        S = S_new
+        outs.append(o)
+    _close(torch.stack(outs, 1), ro, 2e-5)
+    _close(S, rS, 2e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        recurrent_kda_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0, :2], beta[:, 0], S)
