@@ -23,8 +23,14 @@ def test_equals_transformers_forget_gate_including_the_softplus_threshold(seed):
         raw = gate.f_b_proj(gate.f_a_proj(x)).view(2, 5, 2, 8)
     ours = kda_gate(raw, gate.A_log.detach().flatten(), gate.dt_bias.detach())
     assert ours.dtype == torch.float32 and ours.shape == theirs.shape
-    torch.testing.assert_close(ours.double(), theirs.double(), rtol=1e-6, atol=1e-5)
-    assert (raw + gate.dt_bias.view(2, 8) > 20).any()
+    # the formula in float64 (softplus through log1p): ours is fp32-accurate
+    x = raw + gate.dt_bias.detach().view(2, 8)
+    exact = -gate.A_log.detach().exp().view(2, 1) * torch.where(x > 20, x, torch.log1p(torch.exp(x)))
+    torch.testing.assert_close(ours.double(), exact, rtol=1e-5, atol=1e-6)
+    # transformers computes log(1 + exp(x)) in fp32, which loses the small softplus values (so do
+    # vLLM's kernels): agreement to fp32 rounding of the largest gate
+    assert (ours.double() - theirs.double()).abs().max() <= 1e-5 * theirs.abs().max() + 1e-5
+    assert (x > 20).any()
 
 
 def test_lower_bound_gate_and_beta():
