@@ -189,3 +189,36 @@ def test_a_wrong_finite_method_moves_the_logprobs(fp32, wrong):
     long_ok, long_bad = fp32["single"][-1], wrong["single"][-1]
     assert all(abs(x) < 1e4 for x in long_bad["prompt_logprobs"])  # finite: vLLM returns them
     assert _worst(long_ok["prompt_logprobs"], long_bad["prompt_logprobs"]) > 0.1
+
+
+_CLASSMETHOD_CHECK = """
+    import inspect, json
+    import deltainv.plugin as plugin
+    from vllm.platforms.interface import Platform
+    from vllm.platforms.cpu import CpuPlatform
+    before = inspect.getattr_static(Platform, "_check_aligned_block_size")
+    plugin.install(plugin.Settings.from_env())
+    during = inspect.getattr_static(Platform, "_check_aligned_block_size")
+    bound = CpuPlatform._check_aligned_block_size
+    out = {"classmethod": isinstance(during, classmethod), "ours": getattr(during.__func__, "__deltainv_target__", None),
+           "bound_to": bound.__self__.__name__, "params": list(inspect.signature(bound).parameters)}
+    plugin.uninstall()
+    out["restored"] = inspect.getattr_static(Platform, "_check_aligned_block_size") is before
+    print(json.dumps(out))
+"""
+
+
+def test_a_classmethod_target_stays_a_classmethod_and_is_restored(tmp_path):
+    """``Platform._check_aligned_block_size`` (patched at install: vLLM imports it first): replaced by a
+    classmethod that CpuPlatform binds like vLLM's own, restored by ``uninstall``."""
+    import json
+    import subprocess
+    import textwrap
+
+    proc = subprocess.run([str(venv_python(".venv-vllm")), "-c", textwrap.dedent(_CLASSMETHOD_CHECK)], cwd=tmp_path,
+                          env=clean_env(DELTAINV_METHOD="mxr_refine"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"classmethod": True, "ours": "vllm.platforms.interface.Platform._check_aligned_block_size",
+                   "bound_to": "CpuPlatform", "params": ["vllm_config", "backend_classes", "pre_block_size"],
+                   "restored": True}, out
