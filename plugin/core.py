@@ -97,15 +97,6 @@ def _params(fn: Any) -> tuple[str, ...] | None:
         return None
 
 
-def _owner(module: types.ModuleType, attr: str) -> tuple[Any, str]:
-    """The object holding ``attr`` (``"f"``: the module; ``"Class.f"``: the class) and the last name."""
-    *path, name = attr.split(".")
-    owner: Any = module
-    for part in path:
-        owner = getattr(owner, part, None)
-    return owner, name
-
-
 def guarded_call(key: str, original: Callable[..., Any], built: Built, settings: Settings) -> Callable[..., Any]:
     """A kernel replacement filed under ``key``: unsupported calls go to ``original``, the others are
     counted, logged once and run through the guard. (What :func:`install` puts in place of a kernel
@@ -160,10 +151,9 @@ def _patch(target: Target, module: types.ModuleType) -> None:
         _state.waiting.pop(key, None)
         if settings is None or key in _state.patched:
             return
-        owner, name = _owner(module, target.attr)
         # A classmethod is replaced by a classmethod around the replacement of its function (whose
         # parameters, ``cls`` first, are what ``target.params`` lists); uninstall restores the original.
-        original, is_classmethod = lookup(owner, name)
+        owner, name, original, is_classmethod = lookup(module, target.attr)
         raw = inspect.getattr_static(owner, name) if is_classmethod else None
         if original is None:
             _state.skipped[key] = "attribute missing"

@@ -68,11 +68,7 @@ def _signature(target) -> str:
         module = importlib.import_module(target.module)
     except Exception as exc:  # an engine module that cannot be imported here
         return f"import failed: {type(exc).__name__}: {exc}"
-    owner: Any = module
-    *path, name = target.attr.split(".")  # "Class.method" targets
-    for part in path:
-        owner = getattr(owner, part, None)
-    fn = lookup(owner, name)[0] if owner is not None else None
+    fn = lookup(module, target.attr)[2]
     if fn is None:
         return "missing"
     original = getattr(fn, "__deltainv_target__", None) and inspect.unwrap(fn) or fn

@@ -64,13 +64,20 @@ class Target:
         return getattr(importlib.import_module(module), func)
 
 
-def lookup(owner: Any, name: str) -> tuple[Any, bool]:
-    """``owner.name`` as a target sees it: the function, and whether it is a classmethod (then the
-    function under it, ``cls`` first, which is what a target's ``params`` lists)."""
+def lookup(module: Any, attr: str) -> tuple[Any, str, Any, bool]:
+    """``module.attr`` as a target sees it: ``(owner, name, function, is_classmethod)``.
+
+    ``owner`` holds the last name (``"f"``: the module; ``"Class.f"``: the class, None if missing);
+    ``function`` is None if missing, and for a classmethod the function under it (``cls`` first,
+    which is what a target's ``params`` lists)."""
+    *path, name = attr.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part, None)
     raw = inspect.getattr_static(owner, name, None) if isinstance(owner, type) else None
     if isinstance(raw, classmethod):
-        return raw.__func__, True
-    return getattr(owner, name, None), False
+        return owner, name, raw.__func__, True
+    return owner, name, getattr(owner, name, None), False
 
 
 def parse_version(text: str) -> Version:

@@ -166,27 +166,19 @@ def zero_blocks(settings, original, target):
         from vllm.v1.kv_cache_interface import FullAttentionSpec
 
         pages = self.kv_cache_config.num_blocks
-        split = False
+        caches = {}  # data_ptr -> (attention layer's cache view, kernel blocks per manager block)
         for group in self.kv_cache_config.kv_cache_groups:
-            if not isinstance(group.kv_cache_spec, FullAttentionSpec):
-                continue
-            for name in group.layer_names:
-                kv = getattr(self.compilation_config.static_forward_context.get(name), "kv_cache", None)
-                split |= isinstance(kv, torch.Tensor) and kv.shape[0] != pages and kv.shape[0] % pages == 0
-        if not split:
-            return original(self, block_ids)
-        seen: set[int] = set()
-        for group in self.kv_cache_config.kv_cache_groups:
-            if not isinstance(group.kv_cache_spec, FullAttentionSpec):
-                continue
-            for name in group.layer_names:
-                kv = getattr(self.compilation_config.static_forward_context.get(name), "kv_cache", None)
-                if not isinstance(kv, torch.Tensor) or kv.data_ptr() in seen:
-                    continue
-                seen.add(kv.data_ptr())
-                per = kv.shape[0] // pages if kv.shape[0] % pages == 0 else 1   # kernel blocks per manager block
-                for block in block_ids:
-                    kv[block * per:(block + 1) * per].zero_()
+            if isinstance(group.kv_cache_spec, FullAttentionSpec):
+                for name in group.layer_names:
+                    kv = getattr(self.compilation_config.static_forward_context.get(name), "kv_cache", None)
+                    if isinstance(kv, torch.Tensor):
+                        per = kv.shape[0] // pages if kv.shape[0] % pages == 0 else 1
+                        caches.setdefault(kv.data_ptr(), (kv, per))
+        if all(per == 1 for _, per in caches.values()):
+            return original(self, block_ids)  # no split view: vLLM's own zeroing is right
+        for kv, per in caches.values():
+            for block in block_ids:
+                kv[block * per:(block + 1) * per].zero_()
         return None
 
     return Built(fast=_zero_block_ids, info={"does": "new attention blocks zeroed page by page"})
