@@ -138,6 +138,38 @@ def put(tiles, IDX: tl.constexpr, value):
 
 
 @triton.jit
+def lanes(row_stride: tl.constexpr, S: tl.constexpr, WIDTH: tl.constexpr):
+    """``[1, S, WIDTH]`` int32 offsets of a tile's elements from its chunk's first element.
+
+    Every tile of a chunk is addressed as its chunk pointer ``[NC, 1, 1]`` plus this one set plus a
+    compile-time constant (row block, column slice), so the constant folds into the load's immediate
+    offset: two 64-bit addresses per lane and tensor instead of one per tile row and column slice
+    (64-bit per-element offsets, ``base[:, None, None] + rows * stride + cols``, were hoisted out of
+    the fused kernels' loops and spilled).
+    """
+    o = tl.arange(0, S)
+    return o[None, :, None] * row_stride + tl.arange(0, WIDTH)[None, None, :]
+
+
+@triton.jit
+def col_mask(col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
+    """``[1, 1, WIDTH]`` mask of the columns ``col0 ..`` that exist."""
+    c = col0 + tl.arange(0, WIDTH)
+    return (c < NCOLS)[None, None, :]
+
+
+@triton.jit
+def row_vector(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S: tl.constexpr):
+    """A per-token scalar (beta, a scalar gate) of rows ``I*S ..`` of each chunk as ``[NC, S, 1]`` fp32,
+    0 past the end: element ``(row0 + row) * stride + col`` (``row0``: ``[NC]`` first rows, ``col``
+    the head). The fused kernels re-read these after the inverse rather than keep them live through it."""
+    o = tl.arange(0, S)
+    p = (ptr + row0 * stride + col)[:, None, None]  # chunk pointer + lane offsets + immediate, as lanes
+    return tl.load(p + I * S * stride + (o * stride)[None, :, None],
+                   mask=(I * S + o)[None, :, None] < n_rows[:, None, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def row_offsets(base, row_stride, I: tl.constexpr, S: tl.constexpr, col0, WIDTH: tl.constexpr,
                 NCOLS: tl.constexpr):
     """Offsets ``[NC, S, WIDTH]`` and the column mask of rows ``I*S ..`` and columns ``col0 ..`` of each

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..index import launch_chunks
 from ..registry import Recipe, resolve
-from ..triton_tiles import dot, exp_base, prep, put, tri, zeros
+from ..triton_tiles import col_mask, dot, exp_base, lanes, prep, put, row_vector, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -29,44 +29,13 @@ from ..chunking import check_inputs, default_wu_precision
 
 
 @triton.jit
-def _lane(row_stride: tl.constexpr, S: tl.constexpr, WIDTH: tl.constexpr):
-    """``[1, S, WIDTH]`` int32 offsets of a tile's elements from its chunk's first element.
-
-    Every tile of a chunk is addressed as its chunk pointer ``[NC, 1, 1]`` plus this one set plus a
-    compile-time constant (row block, column slice), so the constant folds into the load's immediate
-    offset: two 64-bit addresses per lane and tensor instead of one per tile row and column slice
-    (the 64-bit per-element offsets of :func:`~deltainv.kernels.triton_tiles.row_offsets` were hoisted
-    out of the value-head loop and spilled).
-    """
-    o = tl.arange(0, S)
-    return o[None, :, None] * row_stride + tl.arange(0, WIDTH)[None, None, :]
-
-
-@triton.jit
-def _cmask(col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
-    """``[1, 1, WIDTH]`` mask of the columns ``col0 ..`` that exist."""
-    c = col0 + tl.arange(0, WIDTH)
-    return (c < NCOLS)[None, None, :]
-
-
-@triton.jit
 def _vec(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S: tl.constexpr):
     """A per-token scalar (beta, gate) of rows ``I*S ..`` of each chunk: ``[NC, S]`` fp32, 0 past the end."""
     o = tl.arange(0, S)
     rows = I * S + o
-    p = (ptr + row0 * stride + col)[:, None]  # chunk pointer + lane offsets + immediate, as _lane
+    p = (ptr + row0 * stride + col)[:, None]  # chunk pointer + lane offsets + immediate, as lanes
     return tl.load(p + I * S * stride + (o * stride)[None, :],
                    mask=rows[None, :] < n_rows[:, None], other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _col(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S: tl.constexpr):
-    """:func:`_vec` as ``[NC, S, 1]``: the row scale of the W and U products, re-read after the inverse
-    (keeping the gating's beta and gate vectors live through the inversion spilled)."""
-    o = tl.arange(0, S)
-    p = (ptr + row0 * stride + col)[:, None, None]
-    return tl.load(p + I * S * stride + (o * stride)[None, :, None], mask=row_mask(n_rows, I, S),
-                   other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -99,12 +68,12 @@ def _apply(X, src, src_base, src_stride: tl.constexpr, dst, dst_base, dst_stride
     ``scale`` a tuple of NB ``[NC, S, 1]`` row scales."""
     sp = (src + src_base)[:, None, None]
     dp = (dst + dst_base)[:, None, None]
-    sl = _lane(src_stride, S, BD)
-    dl = _lane(dst_stride, S, BD)
+    sl = lanes(src_stride, S, BD)
+    dl = lanes(dst_stride, S, BD)
     for c in tl.static_range(0, D, BD):
         s = ()
         for j in tl.static_range(NB):
-            x = tl.load(sp + (j * S * src_stride + c) + sl, mask=row_mask(n_rows, j, S) & _cmask(c, BD, D),
+            x = tl.load(sp + (j * S * src_stride + c) + sl, mask=row_mask(n_rows, j, S) & col_mask(c, BD, D),
                         other=0.0).to(tl.float32)
             s = s + (prep(x * scale[j], WU_PREC),)
         for i in tl.static_range(NB):
@@ -113,7 +82,7 @@ def _apply(X, src, src_base, src_stride: tl.constexpr, dst, dst_base, dst_stride
                 acc = dot(X[tri(i, j)], s[j], acc, WU_PREC)
             tl.store(dp + (i * S * dst_stride + c) + dl,
                      acc.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"),
-                     mask=row_mask(n_rows, i, S) & _cmask(c, BD, D))
+                     mask=row_mask(n_rows, i, S) & col_mask(c, BD, D))
 
 
 @triton.jit
@@ -130,11 +99,11 @@ def _kkt(k, k_base, n_rows, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, 
         for j in tl.static_range(i + 1):
             kk = kk + (zeros(NC, S),)
     kp = (k + k_base)[:, None, None]
-    lane = _lane(H * K, S, BK)
+    lane = lanes(H * K, S, BK)
     for c in range(0, K, BK):
         rows = ()
         for i in tl.static_range(NB):
-            x = tl.load(kp + (i * S * H * K + c) + lane, mask=row_mask(n_rows, i, S) & _cmask(c, BK, K),
+            x = tl.load(kp + (i * S * H * K + c) + lane, mask=row_mask(n_rows, i, S) & col_mask(c, BK, K),
                         other=0.0)
             rows = rows + (x,)
         for i in tl.static_range(NB):
@@ -187,7 +156,7 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
         X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
         if STORE_A:
             ap = (Ai + tl.multiple_of((row0 * HV + hv) * BT, 16))[:, None, None]
-            al = _lane(HV * BT, S, S)
+            al = lanes(HV * BT, S, S)
             for i in tl.static_range(NB):
                 for j in tl.static_range(NB):
                     if j <= i:
@@ -205,10 +174,10 @@ def gdn_intra_kernel(k, v, g, beta, w, u, Ai, cu_seqlens, chunk_indices, T, n_it
         for i in tl.static_range(NB):
             for j in tl.static_range(i + 1):
                 XP = XP + (prep(X[tri(i, j)], WU_PREC),)
-            bi = _col(beta, row0, n_rows, HV, hv, i, S)
+            bi = row_vector(beta, row0, n_rows, HV, hv, i, S)
             bs = bs + (bi,)
             if USE_G:
-                bg = bg + (bi * exp_base(_col(g, row0, n_rows, HV, hv, i, S), GATE_LOG2),)
+                bg = bg + (bi * exp_base(row_vector(g, row0, n_rows, HV, hv, i, S), GATE_LOG2),)
             else:
                 bg = bg + (bi,)
         _apply(XP, k, k_base, H * K, w, tl.multiple_of((row0 * HV + hv) * K, 16), HV * K, bg, n_rows,
