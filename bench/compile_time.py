@@ -252,7 +252,7 @@ def compile_config(c: Config, arch: int = 90) -> dict:
                   "BK": kda_block(s["K"]), "BV": kda_block(s["V"]), "BT": c.bt, "IS_VARLEN": False, "GATE_LOG2": True,
                   "HAS_V": True, "STORE_A": False, "STORE_QG": False, "A_PREC": wu[1], "METHOD": c.method,
                   "PREC": merge, "BASE_PREC": base, "REFINE_PREC": refine, "WU_PREC": wu[0], "NC": c.nc}
-        trips = 1
+        trips = s["K"] // _a_block(s["K"])  # each row tile's runtime loop over the Akk/Aqk K slices
     elif c.kernel == "dplr_intra":
         from deltainv.kernels.dplr.triton import A_SLICE, _block, dplr_intra_kernel, factor_limit
 

@@ -170,17 +170,6 @@ def row_vector(ptr, row0, n_rows, stride: tl.constexpr, col, I: tl.constexpr, S:
 
 
 @triton.jit
-def row_offsets(base, row_stride, I: tl.constexpr, S: tl.constexpr, col0, WIDTH: tl.constexpr,
-                NCOLS: tl.constexpr):
-    """Offsets ``[NC, S, WIDTH]`` and the column mask of rows ``I*S ..`` and columns ``col0 ..`` of each
-    chunk (``base``: ``[NC]`` element offsets of the chunks' first rows)."""
-    o = tl.arange(0, S)
-    c = col0 + tl.arange(0, WIDTH)
-    offs = base[:, None, None] + (I * S + o)[None, :, None] * row_stride + c[None, None, :]
-    return offs, (c < NCOLS)[None, None, :]
-
-
-@triton.jit
 def exp_base(x, LOG2: tl.constexpr):
     """``2**x`` for base-2 gates (fla's), ``e**x`` for natural-log ones."""
     if LOG2:

@@ -22,14 +22,18 @@ needs to lie between the two rows:
   ``s = 8, 4, 2, 1`` of a doubling join (row block ``2p + 1`` against column block ``2p`` of the
   ``s``-blocks, :func:`~deltainv.kernels.triton_tiles.band`). At level ``s`` the pair's reference is
   the first row of the row's ``s``-block, the same row for the row and the column side, so one
-  factor tensor ``k * exp(+-(G - G_r))`` serves both sides of a masked product. Aqk adds ``i = j``.
+  factor tensor ``k * exp(+-(G - G_r))`` serves both sides of a masked product. Aqk adds ``i = j``
+  (decay 1): ``sum_c q_ic k_ic``, an fp32 row sum (no product, no transposed operand).
 
 Rows past a partial chunk's end read the gate of the chunk's last real row (edge padding, as the
 PyTorch reference does) and zero data, so no exponent is ever large and no value is ever non-finite.
 
 Schedule: row tile by row tile, ``Aqk``'s and ``Akk``'s tiles of the row come from one pass over K
-(the row's decayed q and k share their exponent), ``Aqk``'s row is stored at once, ``Akk``'s is scaled
-by beta and kept; then the shared :func:`~deltainv.kernels.tril.tiled.invert_tiles` and W/U. Products:
+(a runtime loop over K slices; the row's decayed q and k share their exponent), ``Aqk``'s row is stored
+at once, ``Akk``'s is scaled by beta and kept; then the shared
+:func:`~deltainv.kernels.tril.tiled.invert_tiles` and, behind a barrier, W/U (beta re-read). Every tile
+is addressed as a chunk pointer plus int32 lane offsets plus constants
+(:func:`~deltainv.kernels.triton_tiles.lanes`). Products:
 the decayed tiles in ``A_PREC`` (``tf32``, fla's, for 16-bit outputs; ``tf32x3``, the fp32
 reference's numbers, for fp32), W/U in ``WU_PREC``. ``Akk`` is written only when asked (``store_a``); every written element is written
 exactly once (zeros above the diagonal), so no output needs a zero-fill.
@@ -48,7 +52,7 @@ from ..chunking import default_wu_precision
 from ..index import launch_chunks
 from ..precision import check_precision
 from ..registry import Recipe, resolve
-from ..triton_tiles import band, dot, exp_base, log2, pow2, prep, put, row_offsets, tri, zeros
+from ..triton_tiles import band, col_mask, dot, exp_base, lanes, log2, pow2, prep, put, row_vector, tri, zeros
 from ..tril.invert import check_chunk_size
 from ..tril.tiled import invert_tiles
 from ..tril.triton import TRITON_METHODS, autotune_configs, chunk_items, prune_configs, row_mask
@@ -61,7 +65,7 @@ A_PRECISIONS = ("tf32x3", "tf32", "fp32")
 #: Their default by the dtype ``Aqk``/``Akk`` are stored in (``k``'s), the rule of
 #: :func:`deltainv.kernels.chunking.default_wu_precision`: the cheapest operands whose rounding is no
 #: coarser than that storage. 16-bit outputs get tf32 (fla's products; 2^-11 per operand against
-#: bf16's 2^-9; at BT=64, d 128, sm_90 41.3k warp-instructions per chunk against 68.3k for tf32x3,
+#: bf16's 2^-9; at BT=64, d 128, sm_90 40.4k warp-instructions per chunk against 64.8k for tf32x3,
 #: bench/compile_time), fp32 outputs tf32x3 (the fp32 reference's numbers).
 A_PRECISION_BY_DTYPE = {torch.bfloat16: "tf32", torch.float16: "tf32"}
 FULL_A_PRECISION = "tf32x3"
@@ -79,13 +83,14 @@ def default_a_precision(dtype: torch.dtype, a_precision: str | None = None) -> s
 
 
 @triton.jit
-def _gate(g, g_base, g_stride, rows, n_rows, col0, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
+def _gate(gp, rows, n_rows, col0, STRIDE: tl.constexpr, WIDTH: tl.constexpr, NCOLS: tl.constexpr):
     """The gate at chunk rows ``rows`` (``[1 or NC, S]``, clamped to the chunk's last real row: edge
-    padding) and columns ``col0 ..``: ``[NC, S, WIDTH]`` fp32 (0 for dead items)."""
+    padding) and columns ``col0 ..``: ``[NC, S, WIDTH]`` fp32 (0 for dead items). ``gp``: ``[NC, 1, 1]``
+    pointers to the chunks' first gate elements (int32 offsets from them, as :func:`lanes`)."""
     c = col0 + tl.arange(0, WIDTH)
     r = tl.minimum(rows, tl.maximum(n_rows - 1, 0)[:, None])
-    offs = g_base[:, None, None] + r[:, :, None] * g_stride + c[None, None, :]
-    return tl.load(g + offs, mask=(n_rows > 0)[:, None, None] & (c < NCOLS)[None, None, :], other=0.0)
+    return tl.load(gp + (r[:, :, None] * STRIDE + c[None, None, :]),
+                   mask=(n_rows > 0)[:, None, None] & (c < NCOLS)[None, None, :], other=0.0)
 
 
 
@@ -96,69 +101,101 @@ def _t(x):
 
 
 @triton.jit
-def _row_tiles(q, k, qk_base, qk_stride, g, g_base, g_stride, n_rows, I: tl.constexpr, NC: tl.constexpr,
-               S: tl.constexpr, K: tl.constexpr, BK: tl.constexpr, GATE_LOG2: tl.constexpr, A_PREC: tl.constexpr):
+def _t_parts(x):
+    """:func:`_t` of each part of an operand from :func:`~deltainv.kernels.triton_tiles.prep`."""
+    out = ()
+    for n in tl.static_range(len(x)):
+        out = out + (_t(x[n]),)
+    return out
+
+
+@triton.jit
+def _row_tiles(qp, kp, gp, n_rows, I: tl.constexpr, NC: tl.constexpr, S: tl.constexpr, K: tl.constexpr,
+               BK: tl.constexpr, QK_STRIDE: tl.constexpr, G_STRIDE: tl.constexpr, GATE_LOG2: tl.constexpr,
+               A_PREC: tl.constexpr):
     """Tiles ``(I, J)``, ``J <= I``, of ``P = lower(q k^T decay)`` (``i >= j``) and ``Q = strictLower(k k^T
     decay)``, ``decay_ij = exp(G_i - G_j)`` per channel; 0 on rows past the end. Accumulated over K in
     BK-wide slices; the row tile's decayed q and k serve both (one exponent, one load, per element).
+    ``qp``, ``kp``, ``gp``: ``[NC, 1, 1]`` chunk pointers.
 
     Row by row, only ``2 (I + 1)`` accumulators are live, and ``P``'s row is stored before the next
-    one starts; the earlier row tiles' k and gate are re-read (from cache) instead of kept.
+    one starts; the earlier row tiles' k and gate are re-read (from cache) instead of kept. The slices
+    are a runtime loop (as the fused GDN kernel's K K^T): unrolled, ptxas could issue every slice's
+    loads and exponents ahead of the products, beside the accumulators and the kept ``Akk`` rows.
     """
     o = tl.arange(0, S)
+    lane = lanes(QK_STRIDE, S, BK)
     P = ()
     Q = ()
     for j in tl.static_range(I + 1):
         P = P + (zeros(NC, S),)
         Q = Q + (zeros(NC, S),)
-    for c in tl.static_range(0, K, BK):
-        offs, cm = row_offsets(qk_base, qk_stride, I, S, c, BK, K)
+    d = tl.zeros((NC, S), dtype=tl.float32)  # Aqk's diagonal (decay 1): fp32 row sums, added after the loop
+    for c in range(0, K, BK):
+        cm = col_mask(c, BK, K)
         m = row_mask(n_rows, I, S) & cm
-        qi = tl.load(q + offs, mask=m, other=0.0).to(tl.float32)
-        ki = tl.load(k + offs, mask=m, other=0.0).to(tl.float32)
-        gi = _gate(g, g_base, g_stride, (I * S + o)[None, :], n_rows, c, BK, K)
+        qi = tl.load(qp + (I * S * QK_STRIDE + c) + lane, mask=m, other=0.0).to(tl.float32)
+        ki = tl.load(kp + (I * S * QK_STRIDE + c) + lane, mask=m, other=0.0).to(tl.float32)
+        gi = _gate(gp, (I * S + o)[None, :], n_rows, c, G_STRIDE, BK, K)
         if I > 0:  # off-diagonal tiles: reference = the first row of row tile I
-            gr = _gate(g, g_base, g_stride, tl.full((1, 1), I * S, tl.int32), n_rows, c, BK, K)
+            gr = _gate(gp, tl.full((1, 1), I * S, tl.int32), n_rows, c, G_STRIDE, BK, K)
             e = exp_base(gi - gr, GATE_LOG2)
             ql = prep(qi * e, A_PREC)
             kl = prep(ki * e, A_PREC)
             for j in tl.static_range(I):
-                offs_j, cm_j = row_offsets(qk_base, qk_stride, j, S, c, BK, K)
-                kj = tl.load(k + offs_j, mask=row_mask(n_rows, j, S) & cm_j, other=0.0).to(tl.float32)
-                gj = _gate(g, g_base, g_stride, (j * S + o)[None, :], n_rows, c, BK, K)
+                kj = tl.load(kp + (j * S * QK_STRIDE + c) + lane, mask=row_mask(n_rows, j, S) & cm,
+                             other=0.0).to(tl.float32)
+                gj = _gate(gp, (j * S + o)[None, :], n_rows, c, G_STRIDE, BK, K)
                 r = prep(_t(kj * exp_base(gr - gj, GATE_LOG2)), A_PREC)
                 P = put(P, j, dot(ql, r, P[j], A_PREC))
                 Q = put(Q, j, dot(kl, r, Q[j], A_PREC))
         # diagonal tile: level s joins row s-block 2p+1 with column s-block 2p at the row block's first row
-        dp = dot(prep(qi, A_PREC), prep(_t(ki), A_PREC), zeros(NC, S), A_PREC)
-        dp = P[I] + tl.where((o[:, None] == o[None, :])[None, :, :], dp, 0.0)
+        d += tl.sum(qi * ki, axis=2)  # its i = j entries (decay 1)
+        dp = P[I]
         dq = Q[I]
         for n in tl.static_range(log2(S)):  # s = pow2(n) (inline: a name bound here would become a tensor)
             ref = (o // (2 * pow2(n))) * (2 * pow2(n)) + pow2(n)
-            gr = _gate(g, g_base, g_stride, (I * S + ref)[None, :], n_rows, c, BK, K)
+            gr = _gate(gp, (I * S + ref)[None, :], n_rows, c, G_STRIDE, BK, K)
             lower = ((o // pow2(n)) % 2 == 1)[None, :, None]  # row side: G_i <= G_r; column side: G_r <= G_j
             e = exp_base(tl.where(lower, gi - gr, gr - gi), GATE_LOG2)
-            ke = ki * e
-            r = prep(_t(ke), A_PREC)
+            ke = prep(ki * e, A_PREC)
+            r = _t_parts(ke)  # rounded once, transposed: the same operand as prep(_t(ki * e))
             dp += band(dot(prep(qi * e, A_PREC), r, zeros(NC, S), A_PREC), S, pow2(n))
-            dq += band(dot(prep(ke, A_PREC), r, zeros(NC, S), A_PREC), S, pow2(n))
+            dq += band(dot(ke, r, zeros(NC, S), A_PREC), S, pow2(n))
         P = put(P, I, dp)
         Q = put(Q, I, dq)
+    # one move of the row sums into the tile layout per row tile, not per slice
+    P = put(P, I, P[I] + tl.where((o[:, None] == o[None, :])[None, :, :], d[:, :, None], 0.0))
     return P, Q
 
 
 @triton.jit
-def _store_tiles(X, dst, base, row_stride, n_rows, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr,
-                 BT: tl.constexpr):
-    """Every ``[S, S]`` tile of the chunks' real rows, ``X`` on and below the diagonal, zeros above."""
+def _store_tiles(X, ap, n_rows, ROW_STRIDE: tl.constexpr, NC: tl.constexpr, S: tl.constexpr, NB: tl.constexpr):
+    """Every ``[S, S]`` tile of the chunks' real rows (``ap``: ``[NC, 1, 1]`` chunk pointers), ``X`` on
+    and below the diagonal, zeros above."""
+    lane = lanes(ROW_STRIDE, S, S)
     for i in tl.static_range(NB):
         for j in tl.static_range(NB):
-            offs, cm = row_offsets(base, row_stride, i, S, j * S, S, BT)
             if j <= i:
                 x = X[tri(i, j)]
             else:
                 x = zeros(NC, S)
-            tl.store(dst + offs, x.to(dst.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
+            tl.store(ap + (i * S * ROW_STRIDE + j * S) + lane, x.to(ap.dtype.element_ty, fp_downcast_rounding="rtne"),
+                     mask=row_mask(n_rows, i, S))
+
+
+@triton.jit
+def _store_row(P, ap, scale, n_rows, I: tl.constexpr, ROW_STRIDE: tl.constexpr, NC: tl.constexpr, S: tl.constexpr,
+               NB: tl.constexpr):
+    """``Aqk``'s row tile ``I``: ``scale * P`` on and below the diagonal, zeros above, written once, now."""
+    lane = lanes(ROW_STRIDE, S, S)
+    for j in tl.static_range(NB):
+        if j <= I:
+            x = P[j] * scale
+        else:
+            x = zeros(NC, S)
+        tl.store(ap + (I * S * ROW_STRIDE + j * S) + lane, x.to(ap.dtype.element_ty, fp_downcast_rounding="rtne"),
+                 mask=row_mask(n_rows, I, S))
 
 
 @triton.autotune(configs=autotune_configs(), key=["H", "HV", "K", "V", "BT", "IS_VARLEN", "GATE_LOG2", "HAS_V",
@@ -177,74 +214,78 @@ def kda_intra_kernel(q, k, v, g, beta, w, u, qg, kg, Aqk, Akk, scale, cu_seqlens
     NB: tl.constexpr = BT // S
     row0, n_rows, hv = chunk_items(cu_seqlens, chunk_indices, T, n_items, HV, BT, NC, IS_VARLEN)
     kh = hv // (HV // H)
+    # Tiles are addressed as chunk pointer + int32 lane offsets + compile-time constants (lanes).
     qk_base = tl.multiple_of((row0 * H + kh) * K, 16)
-    g_base = tl.multiple_of((row0 * HV + hv) * K, 16)
+    qp = (q + qk_base)[:, None, None]
+    kp = (k + qk_base)[:, None, None]
+    gp = (g + tl.multiple_of((row0 * HV + hv) * K, 16))[:, None, None]
     a_base = tl.multiple_of((row0 * HV + hv) * BT, 16)
     o = tl.arange(0, S)
     L = ()
-    b = ()
     for i in tl.static_range(NB):
-        P, Q = _row_tiles(q, k, qk_base, H * K, g, g_base, HV * K, n_rows, i, NC, S, K, BKA, GATE_LOG2, A_PREC)
-        for j in tl.static_range(NB):  # Aqk's row tile i, zeros above the diagonal: written once, now
-            offs, cm = row_offsets(a_base, HV * BT, i, S, j * S, S, BT)
-            if j <= i:
-                x = P[j] * scale
-            else:
-                x = zeros(NC, S)
-            tl.store(Aqk + offs, x.to(Aqk.dtype.element_ty, fp_downcast_rounding="rtne"), mask=row_mask(n_rows, i, S))
-        rows = i * S + o
-        bi = tl.load(beta + (row0[:, None] + rows[None, :]) * HV + hv[:, None], mask=rows[None, :] < n_rows[:, None],
-                     other=0.0).to(tl.float32)
-        b = b + (bi,)
+        P, Q = _row_tiles(qp, kp, gp, n_rows, i, NC, S, K, BKA, H * K, HV * K, GATE_LOG2, A_PREC)
+        _store_row(P, (Aqk + a_base)[:, None, None], scale, n_rows, i, HV * BT, NC, S, NB)
+        bi = row_vector(beta, row0, n_rows, HV, hv, i, S)
         for j in tl.static_range(i + 1):
-            L = L + (Q[j] * bi[:, :, None],)
+            L = L + (Q[j] * bi,)
     X = invert_tiles(L, NC, S, NB, METHOD, PREC, BASE_PREC, REFINE_PREC)
     if STORE_A:
-        _store_tiles(X, Akk, a_base, HV * BT, n_rows, NC, S, NB, BT)
+        _store_tiles(X, (Akk + a_base)[:, None, None], n_rows, HV * BT, NC, S, NB)
     if HAS_V:
+        # The barrier keeps ptxas from hoisting W/U's loads (keys, gates, values, the re-read beta) into
+        # the inversion, whose registers are full (as the fused GDN kernel).
+        tl.debug_barrier()
         XP = ()
+        b = ()
         for i in tl.static_range(NB):
             for j in tl.static_range(i + 1):
                 XP = XP + (prep(X[tri(i, j)], WU_PREC),)
+            b = b + (row_vector(beta, row0, n_rows, HV, hv, i, S),)  # re-read, not kept through the inverse
         wk_base = tl.multiple_of((row0 * HV + hv) * K, 16)
+        wp = (w + wk_base)[:, None, None]
+        kgp = (kg + wk_base)[:, None, None]
+        kl = lanes(H * K, S, BK)
+        wl = lanes(HV * K, S, BK)
         # W = T (beta exp(G) k), kg = k exp(G_last - G), qg = q exp(G): one pass over K
         for c in tl.static_range(0, K, BK):
-            glast = _gate(g, g_base, HV * K, tl.full((1, 1), BT, tl.int32), n_rows, c, BK, K)
+            cm = col_mask(c, BK, K)
+            glast = _gate(gp, tl.full((1, 1), BT, tl.int32), n_rows, c, HV * K, BK, K)
             s = ()
             for j in tl.static_range(NB):
-                offs, cm = row_offsets(qk_base, H * K, j, S, c, BK, K)
                 m = row_mask(n_rows, j, S) & cm
-                kj = tl.load(k + offs, mask=m, other=0.0).to(tl.float32)
-                gj = _gate(g, g_base, HV * K, (j * S + o)[None, :], n_rows, c, BK, K)
-                s = s + (prep(kj * b[j][:, :, None] * exp_base(gj, GATE_LOG2), WU_PREC),)
-                wo, _ = row_offsets(wk_base, HV * K, j, S, c, BK, K)
-                tl.store(kg + wo, (kj * exp_base(glast - gj, GATE_LOG2)).to(kg.dtype.element_ty, fp_downcast_rounding="rtne"),
+                kj = tl.load(kp + (j * S * H * K + c) + kl, mask=m, other=0.0).to(tl.float32)
+                gj = _gate(gp, (j * S + o)[None, :], n_rows, c, HV * K, BK, K)
+                s = s + (prep(kj * b[j] * exp_base(gj, GATE_LOG2), WU_PREC),)
+                tl.store(kgp + (j * S * HV * K + c) + wl,
+                         (kj * exp_base(glast - gj, GATE_LOG2)).to(kg.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=m)
                 if STORE_QG:
-                    qj = tl.load(q + offs, mask=m, other=0.0).to(tl.float32)
-                    tl.store(qg + wo, (qj * exp_base(gj, GATE_LOG2)).to(qg.dtype.element_ty, fp_downcast_rounding="rtne"),
+                    qj = tl.load(qp + (j * S * H * K + c) + kl, mask=m, other=0.0).to(tl.float32)
+                    tl.store((qg + wk_base)[:, None, None] + (j * S * HV * K + c) + wl,
+                             (qj * exp_base(gj, GATE_LOG2)).to(qg.dtype.element_ty, fp_downcast_rounding="rtne"),
                              mask=m)
             for i in tl.static_range(NB):
                 acc = tl.zeros((NC, S, BK), dtype=tl.float32)
                 for j in tl.static_range(i + 1):
                     acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
-                offs, cm = row_offsets(wk_base, HV * K, i, S, c, BK, K)
-                tl.store(w + offs, acc.to(w.dtype.element_ty, fp_downcast_rounding="rtne"),
+                tl.store(wp + (i * S * HV * K + c) + wl, acc.to(w.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=row_mask(n_rows, i, S) & cm)
         # U = T (beta v)
         v_base = tl.multiple_of((row0 * HV + hv) * V, 16)
+        vp = (v + v_base)[:, None, None]
+        up = (u + v_base)[:, None, None]
+        vl = lanes(HV * V, S, BV)
         for c in tl.static_range(0, V, BV):
+            cm = col_mask(c, BV, V)
             s = ()
             for j in tl.static_range(NB):
-                offs, cm = row_offsets(v_base, HV * V, j, S, c, BV, V)
-                x = tl.load(v + offs, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
-                s = s + (prep(x * b[j][:, :, None], WU_PREC),)
+                x = tl.load(vp + (j * S * HV * V + c) + vl, mask=row_mask(n_rows, j, S) & cm, other=0.0).to(tl.float32)
+                s = s + (prep(x * b[j], WU_PREC),)
             for i in tl.static_range(NB):
                 acc = tl.zeros((NC, S, BV), dtype=tl.float32)
                 for j in tl.static_range(i + 1):
                     acc = dot(XP[tri(i, j)], s[j], acc, WU_PREC)
-                offs, cm = row_offsets(v_base, HV * V, i, S, c, BV, V)
-                tl.store(u + offs, acc.to(u.dtype.element_ty, fp_downcast_rounding="rtne"),
+                tl.store(up + (i * S * HV * V + c) + vl, acc.to(u.dtype.element_ty, fp_downcast_rounding="rtne"),
                          mask=row_mask(n_rows, i, S) & cm)
 
 
@@ -255,8 +296,9 @@ def _block(n: int) -> int:
 
 
 def _a_block(n: int) -> int:
-    """Column slice of the decayed ``Akk``/``Aqk`` products: 32 wide (at BT=64, d 128, sm_90: 42.3k
-    warp-instructions per chunk and 4.4 KB of spills; 16 wide: 43.9k and 2.6 KB, and a slower compile)."""
+    """Column slice of the decayed ``Akk``/``Aqk`` products: 32 wide. At BT=64, d 128, sm_90, 2 chunks per
+    program, in the runtime slice loop (measured before the fp32 diagonal): 41.3k warp-instructions per
+    chunk and 1.5 KB of spills; 16 wide: 42.4k and 0.2 KB. Unrolled (64-bit offsets): 41.3k and 4.0 KB."""
     return max(16, min(32, 1 << (n - 1).bit_length()))
 
 
