@@ -54,17 +54,13 @@ def _on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def _gpu_reason(device: torch.device) -> str | None:
-    if device.type != "cpu":
-        return f"inputs on {device.type}: vLLM's Triton KDA runs (with deltainv's KDA intra inside it)"
-    return None
-
-
 # ---- the KDA kernels ----------------------------------------------------------------------------
 
 def _chunk_accepts(q, k, v, raw_g, raw_beta, A_log, g_bias, scale=None, initial_state=None, output_final_state=False,
                    lower_bound=None, use_qk_l2norm_in_kernel=False, cu_seqlens=None, out=None, **kwargs):
-    return _gpu_reason(q.device)
+    if q.device.type != "cpu":
+        return f"inputs on {q.device.type}: vLLM's Triton KDA runs (with deltainv's KDA intra inside it)"
+    return None
 
 
 def kda_chunk(settings, original, target):
